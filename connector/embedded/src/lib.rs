@@ -1,0 +1,1 @@
+//! Embedded analytics engine (work in progress in issue 5).
