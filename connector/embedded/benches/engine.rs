@@ -1,0 +1,110 @@
+//! Benchmark of the embedded engine on the demo sales dataset (35403). Not a test: it prints numbers.
+//!
+//! Reproduce: `CARGO_TARGET_DIR=/work/target-embedded cargo bench -p lumenore-embedded --bench engine`
+//! Targets (issue 5): nlq_to_data p50 < 50 ms, each analysis p50 < 200 ms, RSS < 300 MB, ready < 2 s.
+
+use std::time::{Duration, Instant};
+
+use lumenore_embedded::{AnalysisKind, Engine};
+
+const SALES: i64 = 35403;
+
+const QUESTIONS: &[&str] = &[
+    "Top 5 sales regions last month",
+    "Show me total sales by region for Q4 2024, sorted by highest sales",
+    "monthly revenue by category in 2025",
+    "average units by channel and region past 90 days",
+    "how many transactions in the West region last quarter",
+    "daily revenue for Laptop last month",
+    "bottom 3 products by units sold this year",
+    "total cost by product between 2024-03-01 and 2024-09-30",
+];
+
+fn analysis_question(kind: AnalysisKind) -> &'static str {
+    match kind {
+        AnalysisKind::Trend => "What are the monthly sales trends by region?",
+        AnalysisKind::Prediction => "Predict revenue for the next 3 months",
+        AnalysisKind::Outlier => "Find unusual daily revenue",
+        AnalysisKind::Correlation => "How do revenue, units and cost correlate by day?",
+        AnalysisKind::Change => "Have there been any significant changes in sales recently?",
+        AnalysisKind::Pareto => "Which products contribute to 80% of our sales?",
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn main() {
+    let t0 = Instant::now();
+    let engine = Engine::demo().expect("demo engine loads");
+    let load = t0.elapsed();
+
+    // nlq_to_data: 40 rounds over the question set
+    let mut times = Vec::new();
+    for _ in 0..40 {
+        for q in QUESTIONS {
+            let t = Instant::now();
+            let out = engine.nlq_to_data(q, SALES).expect("question answers");
+            times.push(t.elapsed());
+            std::hint::black_box(out);
+        }
+    }
+    times.sort();
+    let nlq = (pct(&times, 0.5), pct(&times, 0.99));
+
+    let mut analysis = Vec::new();
+    for kind in AnalysisKind::ALL {
+        let q = analysis_question(kind);
+        let mut t = Vec::new();
+        for _ in 0..15 {
+            let s = Instant::now();
+            let out = engine.analyze(kind, q, SALES).expect("analysis answers");
+            t.push(s.elapsed());
+            std::hint::black_box(out);
+        }
+        t.sort();
+        analysis.push((kind, q, pct(&t, 0.5), pct(&t, 0.99)));
+    }
+    let rss = rss_mb();
+
+    println!("lumenore-embedded engine benchmark (demo sales dataset, schema {SALES})");
+    println!(
+        "reproduce: CARGO_TARGET_DIR=/work/target-embedded cargo bench -p lumenore-embedded --bench engine"
+    );
+    println!(
+        "load-to-ready (3 datasets, {} rows of sales): {}  [target < 2 s]",
+        engine.dataset_metadata()["domains"][0]["datasets"][0]["rowCount"],
+        ms(load)
+    );
+    println!(
+        "nlq_to_data over {} calls: p50 {}  p99 {}  [target p50 < 50 ms]",
+        times.len(),
+        ms(nlq.0),
+        ms(nlq.1)
+    );
+    for (kind, q, p50, p99) in analysis {
+        println!(
+            "{:<12} p50 {:>10}  p99 {:>10}  [target p50 < 200 ms]  {q:?}",
+            kind.as_str(),
+            ms(p50),
+            ms(p99)
+        );
+    }
+    match rss {
+        Some(mb) => println!("resident memory (VmRSS): {mb:.1} MB  [target < 300 MB]"),
+        None => println!("resident memory: /proc/self/status not readable"),
+    }
+}
