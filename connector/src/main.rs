@@ -1,1 +1,78 @@
-fn main() {}
+use std::process::ExitCode;
+
+use lumenore_connector::{
+    app,
+    config::{Config, Credentials},
+    metrics::Metrics,
+    telemetry,
+};
+
+fn main() -> ExitCode {
+    // A .env file beside the process is read first; real environment variables win over it.
+    let _ = dotenvy::dotenv();
+    let config = Config::from_args();
+    telemetry::init(config.log_format);
+    if let Err(message) = config.validate() {
+        tracing::error!(%message, "invalid configuration");
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!(%message, "connector stopped");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    app::install_crypto_provider();
+    let metrics = Metrics::new();
+    let credentials = Credentials::from_env();
+    let backend = app::build_backend(&config, credentials.clone(), &metrics)?;
+    let app = app::build(&config, backend, metrics);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+    tracing::info!(
+        %address,
+        backend = app.state.backend.name(),
+        credentials = credentials.describe(),
+        "serving MCP at http://{address}/mcp"
+    );
+    app::spawn_readiness_loop(&app, config.readiness_interval);
+    app::serve(app, listener, config.shutdown_grace, shutdown_signal())
+        .await
+        .map_err(|error| format!("server error: {error}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,10 @@
+//! `lumenore-connector`: a stateless MCP server (Streamable HTTP) that serves the Lumenore analytics tools
+//! from a tenant's Lumenore backend or from the embedded analytics engine.
+
+pub mod app;
+pub mod backend;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+pub mod tools;

@@ -1,0 +1,143 @@
+//! Prometheus metrics. Label values come from fixed sets (tool names, outcomes, error classes), never from
+//! user input, so no query, schema id or result can appear in a label.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    success,
+    validation_error,
+    error,
+    cancelled,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: &'static str,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolOnly {
+    pub tool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub outcome: &'static str,
+}
+
+/// All metrics of the connector, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub tool_calls: Family<ToolLabels, Counter>,
+    pub tool_latency: Family<ToolOnly, Histogram>,
+    pub backend_errors: Family<ClassLabels, Counter>,
+    pub backend_logins: Family<LoginLabels, Counter>,
+    pub in_flight: Gauge,
+    pub ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("lumenore_connector");
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "MCP tool calls by tool and outcome",
+            tool_calls.clone(),
+        );
+        let tool_latency = Family::<ToolOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ])
+        });
+        registry.register(
+            "tool_call_duration_seconds",
+            "Time from tool call to answer, by tool",
+            tool_latency.clone(),
+        );
+        let backend_errors = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Backend failures by class (unauthorized, timeout, unreachable, http_4xx, http_5xx, malformed, too_large, engine)",
+            backend_errors.clone(),
+        );
+        let backend_logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "backend_logins",
+            "Client-credential logins to the Lumenore backend by outcome",
+            backend_logins.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "tool_calls_in_flight",
+            "Tool calls being answered now",
+            in_flight.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register("ready", "1 when the backend is usable, else 0", ready.clone());
+        Self {
+            registry: Arc::new(registry),
+            tool_calls,
+            tool_latency,
+            backend_errors,
+            backend_logins,
+            in_flight,
+            ready,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_with_fixed_labels() {
+        let metrics = Metrics::new();
+        metrics
+            .tool_calls
+            .get_or_create(&ToolLabels {
+                tool: "nlq_to_data",
+                outcome: Outcome::success,
+            })
+            .inc();
+        metrics
+            .backend_errors
+            .get_or_create(&ClassLabels { class: "timeout" })
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"lumenore_connector_tool_calls_total{tool="nlq_to_data",outcome="success"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"lumenore_connector_backend_errors_total{class="timeout"} 1"#));
+    }
+}

@@ -1,0 +1,92 @@
+//! Logging set-up with privacy caps.
+//!
+//! The MCP SDK logs whole requests and results at DEBUG/TRACE (and some peer messages at INFO/WARN), and the
+//! HTTP stack logs headers (bearer tokens, cookies) at TRACE. Whatever `RUST_LOG` asks for, those targets are
+//! capped here, so no query, schema id, result, token or secret can reach a log line. The connector's own
+//! log lines carry metadata only (tool name, outcome, latency, error class).
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+};
+
+use crate::config::LogFormat;
+
+/// Target of the audit events: one line per tool call, metadata only.
+pub const AUDIT_TARGET: &str = "lumenore_connector::audit";
+
+/// Highest level each third-party target may log at, whatever `RUST_LOG` says.
+pub const PRIVACY_CAPS: &[(&str, LevelFilter)] = &[
+    // rmcp logs requests, results and peer error messages (which may quote arguments) at INFO and WARN.
+    ("rmcp", LevelFilter::ERROR),
+    // HTTP client and server internals: headers (Authorization, Cookie) and bodies at DEBUG/TRACE.
+    ("hyper", LevelFilter::INFO),
+    ("hyper_util", LevelFilter::INFO),
+    ("h2", LevelFilter::INFO),
+    ("reqwest", LevelFilter::INFO),
+    ("rustls", LevelFilter::INFO),
+    ("tower", LevelFilter::INFO),
+    ("tower_http", LevelFilter::INFO),
+    ("axum", LevelFilter::INFO),
+    ("cookie_store", LevelFilter::WARN),
+    ("wiremock", LevelFilter::INFO),
+];
+
+/// The cap filter on its own, so tests can install the same caps on their own subscriber.
+pub fn privacy_caps() -> Targets {
+    PRIVACY_CAPS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, (target, level)| targets.with_target(*target, *level),
+    )
+}
+
+/// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps.
+pub fn layer<S, W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::FilterExt;
+    let filter = filter.and(privacy_caps());
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_target(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    }
+}
+
+/// Installs the global subscriber on standard error.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::registry()
+        .with(layer(format, filter, std::io::stderr))
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn caps_hold_against_any_rust_log() {
+        let caps = privacy_caps();
+        assert!(!caps.would_enable("rmcp::service", &Level::WARN));
+        assert!(caps.would_enable("rmcp::service", &Level::ERROR));
+        assert!(!caps.would_enable("h2::codec", &Level::DEBUG));
+        assert!(!caps.would_enable("hyper_util::client", &Level::TRACE));
+        assert!(caps.would_enable("lumenore_connector::server", &Level::TRACE));
+    }
+}

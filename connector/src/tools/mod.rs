@@ -1,0 +1,221 @@
+//! The tool contract: names, titles, descriptions, schemas and annotations of the nine tools (kept from the
+//! original Python server so existing prompts keep working), and validation of their arguments. Pure: no I/O.
+
+pub mod envelope;
+pub mod validate;
+
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde_json::{Value, json};
+
+pub use validate::{ToolArgs, ValidationError, validate_arguments};
+
+/// The six analytics tools share one argument shape and one backend endpoint family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnalysisKind {
+    Trend,
+    Prediction,
+    Outlier,
+    Correlation,
+    Change,
+    Pareto,
+}
+
+impl AnalysisKind {
+    /// The path segment of the Lumenore endpoint: `/api/ai-engine/mcp/get-<kind>-data`.
+    pub fn endpoint_kind(self) -> &'static str {
+        match self {
+            AnalysisKind::Trend => "trend",
+            AnalysisKind::Prediction => "prediction",
+            AnalysisKind::Outlier => "outlier",
+            AnalysisKind::Correlation => "correlation",
+            AnalysisKind::Change => "change",
+            AnalysisKind::Pareto => "pareto",
+        }
+    }
+}
+
+/// One of the nine tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ToolName {
+    GetDatasetMetadata,
+    GetMetadataInfo,
+    NlqToData,
+    Analysis(AnalysisKind),
+}
+
+impl ToolName {
+    pub const ALL: [ToolName; 9] = [
+        ToolName::GetDatasetMetadata,
+        ToolName::GetMetadataInfo,
+        ToolName::NlqToData,
+        ToolName::Analysis(AnalysisKind::Trend),
+        ToolName::Analysis(AnalysisKind::Prediction),
+        ToolName::Analysis(AnalysisKind::Outlier),
+        ToolName::Analysis(AnalysisKind::Correlation),
+        ToolName::Analysis(AnalysisKind::Change),
+        ToolName::Analysis(AnalysisKind::Pareto),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolName::GetDatasetMetadata => "get_dataset_metadata",
+            ToolName::GetMetadataInfo => "get_metadata_info",
+            ToolName::NlqToData => "nlq_to_data",
+            ToolName::Analysis(AnalysisKind::Trend) => "get_trend_data",
+            ToolName::Analysis(AnalysisKind::Prediction) => "get_prediction_data",
+            ToolName::Analysis(AnalysisKind::Outlier) => "get_outlier_data",
+            ToolName::Analysis(AnalysisKind::Correlation) => "get_correlation_data",
+            ToolName::Analysis(AnalysisKind::Change) => "get_change_data",
+            ToolName::Analysis(AnalysisKind::Pareto) => "get_pareto_data",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ToolName> {
+        ToolName::ALL.into_iter().find(|tool| tool.as_str() == name)
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ToolName::GetDatasetMetadata => "List datasets",
+            ToolName::GetMetadataInfo => "Describe a dataset's columns",
+            ToolName::NlqToData => "Answer a question with data",
+            ToolName::Analysis(AnalysisKind::Trend) => "Trend analysis",
+            ToolName::Analysis(AnalysisKind::Prediction) => "Forecast",
+            ToolName::Analysis(AnalysisKind::Outlier) => "Outlier detection",
+            ToolName::Analysis(AnalysisKind::Correlation) => "Correlation analysis",
+            ToolName::Analysis(AnalysisKind::Change) => "Change detection",
+            ToolName::Analysis(AnalysisKind::Pareto) => "Pareto (80/20) analysis",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ToolName::GetDatasetMetadata => {
+                "Lists the datasets this tenant can query, with their schema ids, names and descriptions. \
+                 Call it first to find the schemaId for the other tools."
+            }
+            ToolName::GetMetadataInfo => {
+                "Describes one dataset: its columns, their roles (measure, dimension, time), aliases, units \
+                 and descriptions. Use it to phrase questions with the right column names."
+            }
+            ToolName::NlqToData => {
+                "Answers a natural-language question about one dataset with data, e.g. \"Top 5 sales regions \
+                 last month\". Be specific about measures, groupings, filters and time ranges."
+            }
+            ToolName::Analysis(AnalysisKind::Trend) => {
+                "Finds the trend of a measure over time: the series, its slope, percent change and whether \
+                 the trend is significant."
+            }
+            ToolName::Analysis(AnalysisKind::Prediction) => {
+                "Forecasts a measure over time with prediction intervals; say the horizon in the question \
+                 (e.g. \"next 3 months\")."
+            }
+            ToolName::Analysis(AnalysisKind::Outlier) => {
+                "Detects unusual values of a measure and explains why each flagged point stands out."
+            }
+            ToolName::Analysis(AnalysisKind::Correlation) => {
+                "Measures how strongly measures move together (Pearson and Spearman), with the strength in words."
+            }
+            ToolName::Analysis(AnalysisKind::Change) => {
+                "Finds points where a measure's level shifted, the levels before and after, and what drove the change."
+            }
+            ToolName::Analysis(AnalysisKind::Pareto) => {
+                "Performs an 80/20 analysis: which members of a dimension contribute 80% of a measure."
+            }
+        }
+    }
+
+    fn input_schema(self) -> Value {
+        let schema_id = json!({
+            "type": "integer",
+            "minimum": 1,
+            "description": "Numeric id of the dataset, from get_dataset_metadata."
+        });
+        let user_query = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": validate::MAX_QUERY_CHARS,
+            "description": "The question in natural language, e.g. \"Show me total sales by region for Q4 2024\"."
+        });
+        match self {
+            ToolName::GetDatasetMetadata => json!({
+                "type": "object",
+                "properties": {},
+                "additionalProperties": false
+            }),
+            ToolName::GetMetadataInfo => json!({
+                "type": "object",
+                "properties": { "schemaId": schema_id },
+                "required": ["schemaId"],
+                "additionalProperties": false
+            }),
+            ToolName::NlqToData | ToolName::Analysis(_) => json!({
+                "type": "object",
+                "properties": { "userQuery": user_query, "schemaId": schema_id },
+                "required": ["userQuery", "schemaId"],
+                "additionalProperties": false
+            }),
+        }
+    }
+
+    /// The MCP tool definition.
+    pub fn definition(self) -> Tool {
+        let annotations = ToolAnnotations::with_title(self.title())
+            .read_only(true)
+            .destructive(false)
+            .idempotent(true)
+            // The Lumenore backend is a closed system of the tenant's own data, not the open web.
+            .open_world(false);
+        let mut tool = Tool::new(self.as_str(), self.description(), as_object(self.input_schema()))
+            .with_title(self.title())
+            .with_annotations(annotations);
+        tool = tool.with_raw_output_schema(as_object(envelope::output_schema()));
+        tool
+    }
+}
+
+fn as_object(value: Value) -> Arc<JsonObject> {
+    match value {
+        Value::Object(map) => Arc::new(map),
+        // The schemas above are object literals; anything else is a programming error caught by tests.
+        other => unreachable!("tool schema must be a JSON object, got {other}"),
+    }
+}
+
+/// All nine tool definitions, in a stable order.
+pub fn definitions() -> Vec<Tool> {
+    ToolName::ALL.into_iter().map(ToolName::definition).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for tool in ToolName::ALL {
+            assert_eq!(ToolName::parse(tool.as_str()), Some(tool));
+        }
+        assert_eq!(ToolName::parse("drop_tables"), None);
+    }
+
+    #[test]
+    fn tool_contract_snapshot() {
+        // A change to names, schemas or annotations must be deliberate: review and accept the snapshot.
+        let tools = serde_json::to_value(definitions()).unwrap();
+        insta::assert_json_snapshot!("tool_contract", tools);
+    }
+
+    #[test]
+    fn every_tool_is_read_only_idempotent_and_described() {
+        for tool in definitions() {
+            let annotations = tool.annotations.as_ref().unwrap();
+            assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
+            assert_eq!(annotations.idempotent_hint, Some(true), "{}", tool.name);
+            assert_eq!(annotations.destructive_hint, Some(false), "{}", tool.name);
+            assert!(tool.title.is_some() && tool.description.is_some() && tool.output_schema.is_some());
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Validation of tool arguments. Failures name the field and the rule, and become MCP tool errors with
+//! `status: "validation_error"`, so the assistant can correct itself. Error texts never quote the value.
+
+use rmcp::model::JsonObject;
+use serde_json::Value;
+
+use super::ToolName;
+
+/// Longest accepted question, in characters.
+pub const MAX_QUERY_CHARS: usize = 5000;
+
+/// Validated arguments of a tool call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolArgs {
+    None,
+    Schema { schema_id: i64 },
+    Query { user_query: String, schema_id: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct ValidationError {
+    pub field: String,
+    pub rule: &'static str,
+}
+
+impl ValidationError {
+    fn new(field: impl Into<String>, rule: &'static str) -> Self {
+        Self {
+            field: field.into(),
+            rule,
+        }
+    }
+}
+
+fn schema_id(args: &JsonObject) -> Result<i64, ValidationError> {
+    match args.get("schemaId") {
+        None | Some(Value::Null) => Err(ValidationError::new("schemaId", "is required")),
+        Some(Value::Number(number)) => match number.as_i64() {
+            Some(id) if id > 0 => Ok(id),
+            _ => Err(ValidationError::new("schemaId", "must be a positive integer")),
+        },
+        Some(_) => Err(ValidationError::new("schemaId", "must be a positive integer")),
+    }
+}
+
+fn user_query(args: &JsonObject) -> Result<String, ValidationError> {
+    match args.get("userQuery") {
+        None | Some(Value::Null) => Err(ValidationError::new("userQuery", "is required")),
+        Some(Value::String(text)) => {
+            if text.trim().is_empty() {
+                Err(ValidationError::new("userQuery", "must not be blank"))
+            } else if text.chars().count() > MAX_QUERY_CHARS {
+                Err(ValidationError::new(
+                    "userQuery",
+                    "must be at most 5000 characters",
+                ))
+            } else {
+                Ok(text.clone())
+            }
+        }
+        Some(_) => Err(ValidationError::new("userQuery", "must be a string")),
+    }
+}
+
+fn reject_unknown(args: &JsonObject, allowed: &[&str]) -> Result<(), ValidationError> {
+    match args.keys().find(|key| !allowed.contains(&key.as_str())) {
+        // The key is the caller's own text, returned only to the caller; it is never logged.
+        Some(key) => Err(ValidationError::new(
+            key.chars().take(64).collect::<String>(),
+            "is not an argument of this tool",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks the arguments of `tool` and returns them typed.
+pub fn validate_arguments(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolArgs, ValidationError> {
+    let empty = JsonObject::new();
+    let args = args.unwrap_or(&empty);
+    match tool {
+        ToolName::GetDatasetMetadata => {
+            reject_unknown(args, &[])?;
+            Ok(ToolArgs::None)
+        }
+        ToolName::GetMetadataInfo => {
+            reject_unknown(args, &["schemaId"])?;
+            Ok(ToolArgs::Schema {
+                schema_id: schema_id(args)?,
+            })
+        }
+        ToolName::NlqToData | ToolName::Analysis(_) => {
+            reject_unknown(args, &["userQuery", "schemaId"])?;
+            let user_query = user_query(args)?;
+            let schema_id = schema_id(args)?;
+            Ok(ToolArgs::Query {
+                user_query,
+                schema_id,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(value: Value) -> JsonObject {
+        value.as_object().unwrap().clone()
+    }
+
+    fn check(value: Value) -> Result<ToolArgs, ValidationError> {
+        validate_arguments(ToolName::NlqToData, Some(&obj(value)))
+    }
+
+    #[test]
+    fn accepts_valid_query() {
+        assert_eq!(
+            check(json!({"userQuery": "Top 5 sales regions last month", "schemaId": 35403})),
+            Ok(ToolArgs::Query {
+                user_query: "Top 5 sales regions last month".into(),
+                schema_id: 35403
+            })
+        );
+    }
+
+    #[test]
+    fn names_field_and_rule() {
+        let cases = [
+            (json!({"schemaId": 1}), "userQuery: is required"),
+            (
+                json!({"userQuery": "   ", "schemaId": 1}),
+                "userQuery: must not be blank",
+            ),
+            (
+                json!({"userQuery": 5, "schemaId": 1}),
+                "userQuery: must be a string",
+            ),
+            (json!({"userQuery": "q"}), "schemaId: is required"),
+            (
+                json!({"userQuery": "q", "schemaId": "35403"}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": 0}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": -3}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": 1.5}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": 1, "schema_id": 2}),
+                "schema_id: is not an argument of this tool",
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(check(args.clone()).unwrap_err().to_string(), expected, "{args}");
+        }
+    }
+
+    #[test]
+    fn query_length_is_counted_in_characters() {
+        let at_limit = "é".repeat(MAX_QUERY_CHARS);
+        assert!(check(json!({"userQuery": at_limit, "schemaId": 1})).is_ok());
+        let over = "a".repeat(MAX_QUERY_CHARS + 1);
+        assert_eq!(
+            check(json!({"userQuery": over, "schemaId": 1}))
+                .unwrap_err()
+                .to_string(),
+            "userQuery: must be at most 5000 characters"
+        );
+    }
+
+    #[test]
+    fn metadata_tools() {
+        assert_eq!(
+            validate_arguments(ToolName::GetDatasetMetadata, None),
+            Ok(ToolArgs::None)
+        );
+        assert_eq!(
+            validate_arguments(ToolName::GetMetadataInfo, Some(&obj(json!({"schemaId": 7})))),
+            Ok(ToolArgs::Schema { schema_id: 7 })
+        );
+        assert!(validate_arguments(ToolName::GetMetadataInfo, None).is_err());
+    }
+}
