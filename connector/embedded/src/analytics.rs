@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use augurs::changepoint::{DefaultArgpcpDetector, Detector};
+use augurs::changepoint::{DefaultArgpcpDetector, Detector, NormalGammaDetector};
 use augurs::ets::AutoETS;
 use augurs::mstl::MSTLModel;
 use augurs::{Fit, Predict};
@@ -49,12 +49,7 @@ impl Series {
 
 /// Split a (period, group..., measure...) table into one series per group for `measure`.
 /// Periods missing in a group are 0 for sums and counts, and left out otherwise.
-pub(crate) fn split_series(
-    t: &Table,
-    period_col: &str,
-    group_by: &[String],
-    m: &MeasureSel,
-) -> Vec<Series> {
+pub(crate) fn split_series(t: &Table, period_col: &str, group_by: &[String], m: &MeasureSel) -> Vec<Series> {
     let (Some(pi), Some(mi)) = (t.col(period_col), t.col(&m.label)) else {
         return Vec::new();
     };
@@ -131,19 +126,16 @@ impl Ctx<'_> {
         self.engine.not_understood(self.ds, part, reason)
     }
     fn require_time(&self, kind: AnalysisKind) -> Result<String, EngineError> {
-        self.ds
-            .time_column()
-            .map(|c| c.name.clone())
-            .ok_or_else(|| {
-                self.refuse(
-                    "",
-                    format!(
-                        "{} analysis needs a time column, and dataset {} has none",
-                        kind.as_str(),
-                        self.ds.name
-                    ),
-                )
-            })
+        self.ds.time_column().map(|c| c.name.clone()).ok_or_else(|| {
+            self.refuse(
+                "",
+                format!(
+                    "{} analysis needs a time column, and dataset {} has none",
+                    kind.as_str(),
+                    self.ds.name
+                ),
+            )
+        })
     }
     fn require_measure(&self, plan: &Plan) -> Result<(), EngineError> {
         if plan.measures.is_empty() {
@@ -197,10 +189,8 @@ impl Ctx<'_> {
 fn apply_default_grain(plan: &mut Plan, g: Grain) {
     if plan.grain.is_none() {
         plan.grain = Some(g);
-        plan.notes.push(format!(
-            "no time grain in the question: used {}",
-            g.as_str()
-        ));
+        plan.notes
+            .push(format!("no time grain in the question: used {}", g.as_str()));
     }
 }
 
@@ -307,7 +297,8 @@ fn trend(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                 .zip(&s.values)
                 .map(|(p, v)| json!({"period": p, "value": round4(*v), "partial": skipped.contains(p)}))
                 .collect();
-            let fit = stats::linear_trend(&values);
+            let adjusted = deseasonalize(&values, g.season(), 2);
+            let fit = stats::linear_trend(adjusted.as_deref().unwrap_or(&values));
             let mut r = json!({
                 "group": s.key_json(),
                 "measure": m.label,
@@ -344,8 +335,13 @@ fn trend(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                     r["last_value"] = json!(round4(last));
                     r["percent_change"] = json!(pct);
                     r["r_squared"] = json!(round4(f.r_squared));
+                    r["seasonally_adjusted"] = json!(adjusted.is_some());
                     r["significance_test"] = json!({
-                        "test": "t-test of the least-squares slope (H0: slope = 0)",
+                        "test": if adjusted.is_some() {
+                            "t-test of the least-squares slope of the seasonally adjusted series (STL) (H0: slope = 0)"
+                        } else {
+                            "t-test of the least-squares slope (H0: slope = 0)"
+                        },
                         "t_statistic": round4(f.t_statistic),
                         "degrees_of_freedom": f.n - 2,
                         "p_value": f.p_value,
@@ -430,24 +426,21 @@ struct Fc {
 }
 
 fn forecast(y: &[f64], h: usize, season: Option<usize>) -> Result<Fc, String> {
-    let split =
-        |f80: augurs::Forecast, f95: augurs::Forecast, model: String| -> Result<Fc, String> {
-            let i80 = f80.intervals.ok_or("the model gave no 80% interval")?;
-            let i95 = f95.intervals.ok_or("the model gave no 95% interval")?;
-            Ok(Fc {
-                model,
-                point: f95.point,
-                lo80: i80.lower,
-                hi80: i80.upper,
-                lo95: i95.lower,
-                hi95: i95.upper,
-            })
-        };
+    let split = |f80: augurs::Forecast, f95: augurs::Forecast, model: String| -> Result<Fc, String> {
+        let i80 = f80.intervals.ok_or("the model gave no 80% interval")?;
+        let i95 = f95.intervals.ok_or("the model gave no 95% interval")?;
+        Ok(Fc {
+            model,
+            point: f95.point,
+            lo80: i80.lower,
+            hi80: i80.upper,
+            lo95: i95.lower,
+            hi95: i95.upper,
+        })
+    };
     if let Some(s) = season.filter(|s| y.len() >= 2 * s + 2) {
         let trend = AutoETS::non_seasonal().into_trend_model();
-        let fitted = MSTLModel::new(vec![s], trend)
-            .fit(y)
-            .map_err(|e| e.to_string())?;
+        let fitted = MSTLModel::new(vec![s], trend).fit(y).map_err(|e| e.to_string())?;
         let f80 = fitted.predict(h, 0.8).map_err(|e| e.to_string())?;
         let f95 = fitted.predict(h, 0.95).map_err(|e| e.to_string())?;
         return split(
@@ -460,11 +453,7 @@ fn forecast(y: &[f64], h: usize, season: Option<usize>) -> Result<Fc, String> {
     let f80 = fitted.predict(h, 0.8).map_err(|e| e.to_string())?;
     let f95 = fitted.predict(h, 0.95).map_err(|e| e.to_string())?;
     let name = fitted.model().model_type().to_string();
-    split(
-        f80,
-        f95,
-        format!("AutoETS {name} without seasonality (augurs)"),
-    )
+    split(f80, f95, format!("AutoETS {name} without seasonality (augurs)"))
 }
 
 fn prediction(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
@@ -529,10 +518,7 @@ fn prediction(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             }
             let fc = forecast(&values, h, g.season())
                 .map_err(|e| EngineError::Query(format!("forecast failed: {e}")))?;
-            let last = periods
-                .last()
-                .and_then(|p| parse_date(p))
-                .unwrap_or_default();
+            let last = periods.last().and_then(|p| parse_date(p)).unwrap_or_default();
             let rows: Vec<Json> = (0..h)
                 .map(|i| {
                     let p = add_periods(period_start(last, g), g, i as i64 + 1).unwrap_or(last);
@@ -647,6 +633,18 @@ fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         };
         for s in limit_series(series, plan) {
             scored += s.values.len();
+            // positive, right-skewed values (money, counts) are scored on the log scale
+            let log_scale = s.values.len() >= 3 && s.values.iter().all(|v| *v > 0.0) && {
+                let mean = s.values.iter().sum::<f64>() / s.values.len() as f64;
+                let (median, _, _) = stats::mad_scores(&s.values);
+                mean > 1.1 * median
+            };
+            if log_scale && !methods.iter().any(|m: &String| m.contains("log")) {
+                methods.push(format!(
+                    "{} is positive and right-skewed (mean > 1.1 × median): scored on the log scale",
+                    m.label
+                ));
+            }
             let (expected, method) = match g {
                 Some(g) if s.values.len() >= 15 => {
                     let w = match g {
@@ -673,7 +671,15 @@ fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             if !methods.contains(&method) {
                 methods.push(method);
             }
-            let resid: Vec<f64> = s.values.iter().zip(&expected).map(|(v, e)| v - e).collect();
+            let resid: Vec<f64> = if log_scale {
+                s.values
+                    .iter()
+                    .zip(&expected)
+                    .map(|(v, e)| v.ln() - e.ln())
+                    .collect()
+            } else {
+                s.values.iter().zip(&expected).map(|(v, e)| v - e).collect()
+            };
             let (_, mad, scores) = stats::mad_scores(&resid);
             for (i, z) in scores.iter().enumerate() {
                 let high = *z > 0.0;
@@ -692,9 +698,9 @@ fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                     "expected": round4(expected[i]),
                     "robust_z": round4(*z),
                     "why": format!(
-                        "{} = {} is {:.1} robust standard deviations {} the typical {} (MAD of deviations {})",
+                        "{} = {} is {:.1} robust standard deviations {} the typical {}{} (MAD of deviations {})",
                         m.label, round4(s.values[i]), z.abs(), if high { "above" } else { "below" },
-                        round4(expected[i]), round4(mad)
+                        round4(expected[i]), if log_scale { " on the log scale" } else { "" }, round4(mad)
                     ),
                 }));
             }
@@ -728,10 +734,7 @@ fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                     .join(", ")
             });
             vec![
-                V::Text(
-                    grp.filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| "all".into()),
-                ),
+                V::Text(grp.filter(|s| !s.is_empty()).unwrap_or_else(|| "all".into())),
                 V::Text(f[key_col].as_str().unwrap_or("").to_string()),
                 V::Text(f["measure"].as_str().unwrap_or("").to_string()),
                 V::Real(f["value"].as_f64().unwrap_or(f64::NAN)),
@@ -741,12 +744,10 @@ fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         })
         .collect();
     let table = Table {
-        columns: [
-            "series", key_col, "measure", "value", "expected", "robust_z",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        columns: ["series", key_col, "measure", "value", "expected", "robust_z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         rows,
     };
     plan.notes.push(format!(
@@ -781,10 +782,7 @@ fn correlation(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         if plan.measures.len() < 2 {
             return Err(ctx.refuse(
                 "",
-                format!(
-                    "dataset {} has only one measure; correlation needs two",
-                    ds.name
-                ),
+                format!("dataset {} has only one measure; correlation needs two", ds.name),
             ));
         }
     }
@@ -925,8 +923,29 @@ fn segment_mean(v: &[f64]) -> f64 {
     }
 }
 
-/// Change points (indices where a new level starts) in `y`, found by augurs' autoregressive
-/// Gaussian-process detector on the standardised series.
+/// The series minus its seasonal component (robust STL from augurs' stlrs), when the series covers
+/// at least two full seasons; None otherwise.
+pub fn deseasonalize(y: &[f64], season: Option<usize>, min_cycles: usize) -> Option<Vec<f64>> {
+    let s = season?;
+    if s < 2 || y.len() < min_cycles * s {
+        return None;
+    }
+    // a near-periodic seasonal component (long seasonal window), so level shifts stay out of it
+    let fit = augurs::mstl::stlrs::params()
+        .robust(true)
+        .seasonal_length(10 * y.len() + 1)
+        .fit(y, s)
+        .ok()?;
+    Some(y.iter().zip(fit.seasonal()).map(|(v, sv)| v - sv).collect())
+}
+
+/// Seasons a series must cover before change detection removes seasonality (with two, a shift in
+/// the second year leaks into the seasonal component).
+const CHANGE_MIN_CYCLES: usize = 3;
+
+/// Candidate change points (indices where a new level starts) in `y`: the union of augurs' Bayesian
+/// online change point detector (Normal-Gamma) and autoregressive Gaussian-process detector, run on
+/// the standardised series.
 pub fn change_points(y: &[f64]) -> Vec<usize> {
     if y.len() < 6 {
         return Vec::new();
@@ -937,16 +956,62 @@ pub fn change_points(y: &[f64]) -> Vec<usize> {
         return Vec::new();
     }
     let z: Vec<f64> = y.iter().map(|v| (v - mean) / sd).collect();
-    let cps = DefaultArgpcpDetector::default().detect_changepoints(&z);
+    let mut cps = NormalGammaDetector::default().detect_changepoints(&z);
+    cps.extend(DefaultArgpcpDetector::default().detect_changepoints(&z));
     // augurs reports the index before each change (and always 0)
     let mut out: Vec<usize> = cps
         .into_iter()
         .filter(|&c| c > 0)
         .map(|c| c + 1)
-        .filter(|&c| c >= 2 && c + 2 <= y.len())
+        .filter(|&c| c < y.len())
         .collect();
+    out.sort_unstable();
     out.dedup();
     out
+}
+
+/// Level shifts in `level` that pass a test: (index where the new level starts, shift beyond the
+/// trend, p-value). Each candidate from [`change_points`] is moved to the split within ±6 periods
+/// that best fits a trend-plus-step model over the window between its neighbours, and kept when
+/// both sides have at least 3 periods and the step's t-test gives p < 0.01.
+pub fn significant_changes(level: &[f64]) -> Vec<(usize, f64, f64)> {
+    let n = level.len();
+    // a shift must last: at least 3 periods and a twentieth of the series on each side
+    let min_seg = (n / 20).max(3);
+    let mut cps = change_points(level);
+    loop {
+        let mut bounds = vec![0];
+        bounds.extend(cps.iter().copied());
+        bounds.push(n);
+        let mut worst: Option<(usize, f64)> = None;
+        let mut out = Vec::new();
+        for i in 0..cps.len() {
+            let (lo, hi) = (bounds[i], bounds[i + 2]);
+            let win = &level[lo..hi];
+            let from = cps[i].saturating_sub(6).max(lo + min_seg);
+            let to = (cps[i] + 6).min(hi.saturating_sub(min_seg));
+            let best = (from..=to)
+                .filter_map(|c| stats::step_test(win, c - lo).map(|r| (c, r)))
+                .max_by(|a, b| a.1.1.abs().total_cmp(&b.1.1.abs()));
+            let (cp, step, p) = match best {
+                Some((c, (step, _, p))) => (c, step, p),
+                None => (cps[i], 0.0, 1.0),
+            };
+            if p >= 0.01 && worst.is_none_or(|w| p > w.1) {
+                worst = Some((i, p));
+            }
+            out.push((cp, step, p));
+        }
+        match worst {
+            Some((i, _)) => {
+                cps.remove(i);
+            }
+            None => {
+                out.dedup_by_key(|c| c.0);
+                return out;
+            }
+        }
+    }
 }
 
 fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
@@ -970,11 +1035,7 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             json!({"change_points": [], "summary": "no data in range"}),
         ));
     };
-    while total
-        .periods
-        .last()
-        .is_some_and(|p| ctx.partial(plan, p, g))
-    {
+    while total.periods.last().is_some_and(|p| ctx.partial(plan, p, g)) {
         plan.notes.push(format!(
             "partial {} {} left out",
             g.as_str(),
@@ -983,9 +1044,20 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         total.periods.pop();
         total.values.pop();
     }
-    let cps = change_points(&total.values);
+    let adjusted = deseasonalize(&total.values, g.season(), CHANGE_MIN_CYCLES);
+    let level: Vec<f64> = adjusted.clone().unwrap_or_else(|| total.values.clone());
+    match (adjusted.is_some(), g.season()) {
+        (true, Some(s)) => plan.notes.push(format!("levels are seasonally adjusted (STL, season of {s} {}s)", g.as_str())),
+        (false, Some(s)) => plan.notes.push(format!(
+            "the series has fewer than {CHANGE_MIN_CYCLES} seasons of {s} {}s, so seasonality is not removed: seasonal swings can show up as change points",
+            g.as_str()
+        )),
+        _ => {}
+    }
+    let cps = significant_changes(&level);
     let mut bounds = vec![0];
-    bounds.extend(cps.iter().copied());
+    bounds.extend(cps.iter().map(|c| c.0));
+    let cps: Vec<(usize, f64, f64)> = cps;
     bounds.push(total.values.len());
     // drivers: per-member series of each candidate dimension
     let additive = matches!(m.agg, Aggregation::Sum | Aggregation::Count);
@@ -995,8 +1067,7 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         ctx.ds
             .dimensions()
             .filter(|c| {
-                Some(&c.name) != ctx.ds.key.as_ref()
-                    && ctx.engine.values(ctx.ds, &c.name).len() <= 50
+                Some(&c.name) != ctx.ds.key.as_ref() && ctx.engine.values(ctx.ds, &c.name).len() <= 50
             })
             .map(|c| c.name.clone())
             .collect()
@@ -1018,15 +1089,20 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             for s in &mut series {
                 s.periods.truncate(total.periods.len());
                 s.values.truncate(total.periods.len());
+                if adjusted.is_some()
+                    && let Some(a) = deseasonalize(&s.values, g.season(), CHANGE_MIN_CYCLES)
+                {
+                    s.values = a;
+                }
             }
             member_series.push((d.clone(), series));
         }
     }
     let mut points = Vec::new();
-    for (bi, &cp) in cps.iter().enumerate() {
+    for (bi, &(cp, step, p_value)) in cps.iter().enumerate() {
         let (lo, hi) = (bounds[bi], bounds[bi + 2]);
-        let before = segment_mean(&total.values[lo..cp]);
-        let after = segment_mean(&total.values[cp..hi]);
+        let before = segment_mean(&level[lo..cp]);
+        let after = segment_mean(&level[cp..hi]);
         let delta = after - before;
         let pct = if before != 0.0 {
             100.0 * delta / before.abs()
@@ -1083,6 +1159,8 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             "level_after": round4(after),
             "change": round4(delta),
             "percent_change": round4(pct),
+            "shift_beyond_trend": round4(step),
+            "p_value": p_value,
             "segment_before": [total.periods[lo], total.periods[cp - 1]],
             "segment_after": [total.periods[cp], total.periods[hi - 1]],
             "drivers": drivers.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
@@ -1122,7 +1200,7 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
         sql,
         table,
         json!({
-            "method": "autoregressive Gaussian-process change point detection (augurs DefaultArgpcpDetector) on the standardised series; levels are segment means",
+            "method": "change point candidates from augurs' autoregressive Gaussian-process detector (DefaultArgpcpDetector) on the seasonally adjusted, linearly detrended, standardised series; each moved to the best-fitting split of a trend-plus-step model (±6 periods) and kept when both sides have at least max(3, n/20) periods and the step's t-test gives p < 0.01; levels are segment means of the seasonally adjusted series",
             "series": {"measure": m.label, "periods": total.periods, "values": total.values.iter().map(|v| round4(*v)).collect::<Vec<_>>()},
             "change_points": points,
             "driver_sql": extra_sql,
@@ -1252,9 +1330,7 @@ mod tests {
 
     #[test]
     fn no_change_point_in_flat_noise() {
-        let y: Vec<f64> = (0..60)
-            .map(|i| 10.0 + 0.3 * ((i * 7 % 5) as f64 - 2.0))
-            .collect();
+        let y: Vec<f64> = (0..60).map(|i| 10.0 + 0.3 * ((i * 7 % 5) as f64 - 2.0)).collect();
         assert!(change_points(&y).is_empty(), "{:?}", change_points(&y));
     }
 

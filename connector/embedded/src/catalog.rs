@@ -222,17 +222,14 @@ impl Source {
         match self {
             Source::Dir(dir) => {
                 let p = dir.join(file);
-                std::fs::read(&p).map_err(|e| {
-                    EngineError::Catalog(format!("cannot read data file {}: {e}", p.display()))
-                })
+                std::fs::read(&p)
+                    .map_err(|e| EngineError::Catalog(format!("cannot read data file {}: {e}", p.display())))
             }
             Source::Embedded(files) => files
                 .iter()
                 .find(|(n, _)| *n == file)
                 .map(|(_, b)| b.to_vec())
-                .ok_or_else(|| {
-                    EngineError::Catalog(format!("bundled data file {file} is missing"))
-                }),
+                .ok_or_else(|| EngineError::Catalog(format!("bundled data file {file} is missing"))),
         }
     }
 }
@@ -283,9 +280,7 @@ fn validate(cat: &Catalog, origin: &str) -> Result<(), EngineError> {
             return err(format!("{at}: field `columns` is empty"));
         }
         if ds.measures().next().is_none() {
-            return err(format!(
-                "{at}: field `columns` has no column with role measure"
-            ));
+            return err(format!("{at}: field `columns` has no column with role measure"));
         }
         if ds.columns.iter().filter(|c| c.role == Role::Time).count() > 1 {
             return err(format!(

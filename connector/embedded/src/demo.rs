@@ -108,9 +108,7 @@ pub fn sales_csv() -> String {
                         (false, _) => 1.0,
                     };
                     let lambda = base * rw * cw * yearly * trend * weekly * shift;
-                    let mut units = Poisson::new(lambda)
-                        .expect("positive rate")
-                        .sample(&mut rng);
+                    let mut units = Poisson::new(lambda).expect("positive rate").sample(&mut rng);
                     for (d, p, r, c, extra) in SALES_OUTLIERS {
                         if ymd(d) == day && p == product && r == region && c == channel {
                             units += extra;
@@ -155,7 +153,7 @@ pub const FREQUENT_CUSTOMERS: [usize; 4] = [420, 1999, 3141, 4444];
 /// The customers CSV.
 pub fn customers_csv() -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(35404);
-    let aov_noise = Normal::new(0.0, 0.25).expect("valid normal");
+    let aov_noise = Normal::new(0.0, 0.2).expect("valid normal");
     let ltv_noise = Normal::new(0.0, 0.05).expect("valid normal");
     let first = NaiveDate::from_ymd_opt(2019, 1, 1).expect("valid");
     let last = NaiveDate::from_ymd_opt(2025, 12, 31).expect("valid");
@@ -189,9 +187,8 @@ pub fn customers_csv() -> String {
             }
         }
         let signup = first + Duration::days(rng.random_range(0..=span));
-        let tenure = ((last.year() - signup.year()) * 12 + last.month() as i32
-            - signup.month() as i32)
-            .max(0) as f64;
+        let tenure =
+            ((last.year() - signup.year()) * 12 + last.month() as i32 - signup.month() as i32).max(0) as f64;
         let mut orders = Poisson::new(1.0 + tenure * 0.35 * seg.2)
             .expect("positive")
             .sample(&mut rng);
@@ -278,9 +275,8 @@ pub fn inventory_csv() -> String {
         let month = NaiveDate::from_ymd_opt(2023 + (m / 12) as i32, m % 12 + 1, 1).expect("valid");
         let years = f64::from(m) / 12.0;
         for (category, products, base, trend, amp, peak) in INVENTORY_CATEGORIES {
-            let season = 1.0
-                + amp
-                    * (2.0 * std::f64::consts::PI * (f64::from(month.month()) - peak) / 12.0).cos();
+            let season =
+                1.0 + amp * (2.0 * std::f64::consts::PI * (f64::from(month.month()) - peak) / 12.0).cos();
             let shift = if category == INVENTORY_SHIFT.1 && month >= shift_from {
                 INVENTORY_SHIFT.2
             } else {

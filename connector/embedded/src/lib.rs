@@ -168,9 +168,8 @@ impl Engine {
     /// A catalog YAML file, or a directory containing `catalog.yaml`. Data files are relative to it.
     pub fn from_path(path: &Path) -> Result<Engine, EngineError> {
         let (file, dir) = catalog::locate(path)?;
-        let yaml = std::fs::read_to_string(&file).map_err(|e| {
-            EngineError::Catalog(format!("cannot read catalog file {}: {e}", file.display()))
-        })?;
+        let yaml = std::fs::read_to_string(&file)
+            .map_err(|e| EngineError::Catalog(format!("cannot read catalog file {}: {e}", file.display())))?;
         let catalog = catalog::parse(&yaml, &file.display().to_string())?;
         Engine::load(catalog, &Source::Dir(dir))
     }
@@ -259,14 +258,8 @@ impl Engine {
                     }
                     Role::Time => {
                         o.insert("dateFormat".into(), json!(c.date_format()));
-                        o.insert(
-                            "minDate".into(),
-                            json!(rt.loaded.min_date.map(|d| d.to_string())),
-                        );
-                        o.insert(
-                            "maxDate".into(),
-                            json!(rt.loaded.max_date.map(|d| d.to_string())),
-                        );
+                        o.insert("minDate".into(), json!(rt.loaded.min_date.map(|d| d.to_string())));
+                        o.insert("maxDate".into(), json!(rt.loaded.max_date.map(|d| d.to_string())));
                     }
                     Role::Dimension => {
                         let vals = &rt.loaded.values[ci];
@@ -304,9 +297,7 @@ impl Engine {
             return Err(self.not_understood(
                 ds,
                 format!("{s}%"),
-                format!(
-                    "'{s}%' (a share of the total) is answered by get_pareto_data, not nlq_to_data"
-                ),
+                format!("'{s}%' (a share of the total) is answered by get_pareto_data, not nlq_to_data"),
             ));
         }
         if plan.horizon.is_some() {
@@ -341,12 +332,7 @@ impl Engine {
     }
 
     /// Run one analysis tool.
-    pub fn analyze(
-        &self,
-        kind: AnalysisKind,
-        query: &str,
-        schema_id: i64,
-    ) -> Result<Json, EngineError> {
+    pub fn analyze(&self, kind: AnalysisKind, query: &str, schema_id: i64) -> Result<Json, EngineError> {
         let (ds, rt) = self.dataset(schema_id)?;
         let plan = self.parse(ds, rt, query)?;
         analytics::run(self, kind, ds, rt_info(rt), plan)
@@ -548,12 +534,7 @@ fn vocabulary_hint(ds: &Dataset) -> String {
                     format!(
                         "{} (also: {})",
                         c.name,
-                        c.aliases
-                            .iter()
-                            .take(4)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        c.aliases.iter().take(4).cloned().collect::<Vec<_>>().join(", ")
                     )
                 }
             })

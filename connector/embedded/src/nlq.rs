@@ -396,9 +396,7 @@ fn keyword(t: &[String], i: usize) -> Option<(usize, It)> {
         ("not", Some("in"), _) => return Some((2, It::Negate)),
         ("over", Some("time"), _) => return Some((2, It::Intent("trend"))),
         ("80/20", _, _) => return Some((1, It::Share(80.0))),
-        ("day" | "week" | "month" | "quarter" | "year", Some("over" | "by" | "on"), Some(x))
-            if x == w =>
-        {
+        ("day" | "week" | "month" | "quarter" | "year", Some("over" | "by" | "on"), Some(x)) if x == w => {
             return Some((3, It::Grain(parse_unit(w)?)));
         }
         ("by" | "per" | "each" | "every", Some(u), _) => {
@@ -408,9 +406,7 @@ fn keyword(t: &[String], i: usize) -> Option<(usize, It)> {
                 return Some((2, It::Grain(g)));
             }
         }
-        ("top" | "best" | "highest" | "largest" | "biggest", Some(n), _)
-            if parse_number(n).is_some() =>
-        {
+        ("top" | "best" | "highest" | "largest" | "biggest", Some(n), _) if parse_number(n).is_some() => {
             return Some((2, It::Top(true, parse_number(n))));
         }
         ("bottom" | "worst" | "lowest" | "smallest", Some(n), _) if parse_number(n).is_some() => {
@@ -445,12 +441,8 @@ fn keyword(t: &[String], i: usize) -> Option<(usize, It)> {
         "excluding" | "except" | "without" | "exclude" | "not" => It::Negate,
         "top" | "best" => It::Top(true, None),
         "bottom" | "worst" => It::Top(false, None),
-        "highest" | "largest" | "biggest" | "most" | "descending" | "desc" | "decreasing" => {
-            It::Dir(true)
-        }
-        "lowest" | "smallest" | "least" | "fewest" | "ascending" | "asc" | "increasing" => {
-            It::Dir(false)
-        }
+        "highest" | "largest" | "biggest" | "most" | "descending" | "desc" | "decreasing" => It::Dir(true),
+        "lowest" | "smallest" | "least" | "fewest" | "ascending" | "asc" | "increasing" => It::Dir(false),
         "first"
             if i > 0
                 && matches!(
@@ -465,25 +457,20 @@ fn keyword(t: &[String], i: usize) -> Option<(usize, It)> {
         "monthly" => It::Grain(Grain::Month),
         "quarterly" => It::Grain(Grain::Quarter),
         "yearly" | "annual" | "annually" => It::Grain(Grain::Year),
-        "trend" | "trends" | "trending" | "growth" | "grow" | "growing" | "grew" | "evolve"
-        | "evolved" | "evolution" => It::Intent("trend"),
-        "predict" | "prediction" | "predictions" | "forecast" | "forecasts" | "forecasting"
-        | "projected" | "projection" | "projections" | "expected" | "expect" => {
-            It::Intent("prediction")
-        }
-        "outlier" | "outliers" | "anomaly" | "anomalies" | "anomalous" | "unusual"
-        | "unusually" | "abnormal" | "spikes" | "spike" => It::Intent("outlier"),
-        "correlate" | "correlates" | "correlated" | "correlation" | "correlations"
-        | "relationship" | "relationships" | "related" | "relate" | "associated"
-        | "association" => It::Intent("correlation"),
-        "change" | "changes" | "changed" | "shift" | "shifts" | "shifted" | "break" | "breaks"
-        | "jump" | "jumps" => It::Intent("change"),
-        "pareto" | "contribute" | "contributes" | "contributing" | "contribution"
-        | "contributions" | "concentration" | "account" | "accounts" => It::Intent("pareto"),
-        "factors" | "factor" | "drivers" | "driver" | "drive" | "drives" | "influence"
-        | "influences" | "affect" | "affects" | "measures" | "metrics" | "variables" => {
-            It::AllMeasures
-        }
+        "trend" | "trends" | "trending" | "growth" | "grow" | "growing" | "grew" | "evolve" | "evolved"
+        | "evolution" => It::Intent("trend"),
+        "predict" | "prediction" | "predictions" | "forecast" | "forecasts" | "forecasting" | "projected"
+        | "projection" | "projections" | "expected" | "expect" => It::Intent("prediction"),
+        "outlier" | "outliers" | "anomaly" | "anomalies" | "anomalous" | "unusual" | "unusually"
+        | "abnormal" | "spikes" | "spike" => It::Intent("outlier"),
+        "correlate" | "correlates" | "correlated" | "correlation" | "correlations" | "relationship"
+        | "relationships" | "related" | "relate" | "associated" | "association" => It::Intent("correlation"),
+        "change" | "changes" | "changed" | "shift" | "shifts" | "shifted" | "break" | "breaks" | "jump"
+        | "jumps" => It::Intent("change"),
+        "pareto" | "contribute" | "contributes" | "contributing" | "contribution" | "contributions"
+        | "concentration" | "account" | "accounts" => It::Intent("pareto"),
+        "factors" | "factor" | "drivers" | "driver" | "drive" | "drives" | "influence" | "influences"
+        | "affect" | "affects" | "measures" | "metrics" | "variables" => It::AllMeasures,
         "recently" | "recent" | "lately" => It::Recent,
         "and" | "or" | "&" | "plus" => It::Conj,
         _ => return None,
@@ -514,13 +501,7 @@ pub fn parse(question: &str, ctx: &Ctx) -> Result<Plan, Refusal> {
         } else if let Some((n, It::Grain(g))) = keyword(&t, i).filter(|(n, _)| *n > 1) {
             Some((n, It::Grain(g)))
         } else if let Some((n, term)) = ctx.vocab.longest(&t, i) {
-            match term {
-                Term::Time(ci) => {
-                    let name = &ds.columns[*ci].name;
-                    Some((n, It::Grain(parse_unit(name).unwrap_or(Grain::Day))))
-                }
-                other => Some((n, It::Term(other.clone()))),
-            }
+            Some((n, It::Term(term.clone())))
         } else if let Some(k) = keyword(&t, i) {
             Some(k)
         } else if FILLER.contains(&t[i].as_str()) {
@@ -548,10 +529,7 @@ pub fn parse(question: &str, ctx: &Ctx) -> Result<Plan, Refusal> {
         }
     }
     if !unknown.is_empty() {
-        let parts: Vec<String> = unknown
-            .iter()
-            .map(|u| format!("'{}'", u.join(" ")))
-            .collect();
+        let parts: Vec<String> = unknown.iter().map(|u| format!("'{}'", u.join(" "))).collect();
         return refuse(
             parts.join(", "),
             format!(
@@ -581,9 +559,7 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
                 k.checked_sub(1).map(|p| &items[p].0),
                 k.checked_sub(2).map(|p| &items[p].0),
             ) {
-                (Some(It::Term(Term::Dimension(d))), before) if !matches!(before, Some(It::By)) => {
-                    Some(*d)
-                }
+                (Some(It::Term(Term::Dimension(d))), before) if !matches!(before, Some(It::By)) => Some(*d),
                 _ => None,
             };
             if let Some(d) = next_dim
@@ -599,8 +575,7 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
             } else if cands.len() == 1 {
                 value_dim.insert(k, cands[0].clone());
             } else {
-                let cols: Vec<String> =
-                    cands.iter().map(|c| ds.columns[c.0].name.clone()).collect();
+                let cols: Vec<String> = cands.iter().map(|c| ds.columns[c.0].name.clone()).collect();
                 return refuse(
                     text.clone(),
                     format!(
@@ -754,11 +729,7 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
                     {
                         return refuse(
                             text.clone(),
-                            format!(
-                                "two time grains given ({} and {})",
-                                old.as_str(),
-                                g.as_str()
-                            ),
+                            format!("two time grains given ({} and {})", old.as_str(), g.as_str()),
                         );
                     }
                     plan.grain = Some(g);
@@ -790,11 +761,7 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
                 {
                     return refuse(
                         text.clone(),
-                        format!(
-                            "two time grains given ({} and {})",
-                            old.as_str(),
-                            g.as_str()
-                        ),
+                        format!("two time grains given ({} and {})", old.as_str(), g.as_str()),
                     );
                 }
                 plan.grain = Some(*g);
@@ -808,10 +775,7 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
                 if let Some(old) = &plan.time {
                     return refuse(
                         text.clone(),
-                        format!(
-                            "two time ranges given ('{}' and '{text}'); give one",
-                            old.phrase
-                        ),
+                        format!("two time ranges given ('{}' and '{text}'); give one", old.phrase),
                     );
                 }
                 plan.time = Some(TimeRange {

@@ -181,11 +181,7 @@ impl Plan {
         let mut group = Vec::new();
         let time_col = ds.time_column().map(|c| c.name.clone());
         if let (Some(g), Some(tc)) = (self.grain, &time_col) {
-            select.push(format!(
-                "{} AS {}",
-                g.bucket_sql(tc),
-                quote_ident(g.as_str())
-            ));
+            select.push(format!("{} AS {}", g.bucket_sql(tc), quote_ident(g.as_str())));
             group.push(quote_ident(g.as_str()));
         }
         for d in &self.group_by {

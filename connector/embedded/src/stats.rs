@@ -64,6 +64,64 @@ fn two_sided_t(t: f64, df: f64) -> f64 {
     }
 }
 
+/// Welch's two-sample t-test (unequal variances): returns (t, two-sided p-value).
+pub fn welch_t_test(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (ma, mb) = (a.iter().mean(), b.iter().mean());
+    let (va, vb) = (a.iter().variance(), b.iter().variance());
+    let se2 = va / na + vb / nb;
+    if se2 <= 0.0 {
+        return if ma == mb {
+            Some((0.0, 1.0))
+        } else {
+            Some((f64::INFINITY, 0.0))
+        };
+    }
+    let t = (mb - ma) / se2.sqrt();
+    let df = se2 * se2 / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
+    Some((t, two_sided_t(t, df)))
+}
+
+/// Level-shift test: fit y = a + b·t + c·[t ≥ cp] by least squares and t-test c (H0: c = 0).
+/// Returns (c, t, two-sided p-value) with n − 3 degrees of freedom.
+pub fn step_test(y: &[f64], cp: usize) -> Option<(f64, f64, f64)> {
+    let n = y.len();
+    if n < 5 || cp == 0 || cp >= n {
+        return None;
+    }
+    let t: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let d: Vec<f64> = (0..n).map(|i| if i >= cp { 1.0 } else { 0.0 }).collect();
+    // Frisch–Waugh: residualise y and the step on [1, t], then regress residual on residual.
+    let resid = |v: &[f64]| -> Vec<f64> {
+        let mt = t.iter().mean();
+        let mv = v.iter().mean();
+        let b = t.iter().covariance(v.iter()) / t.iter().variance();
+        t.iter().zip(v).map(|(ti, vi)| vi - mv - b * (ti - mt)).collect()
+    };
+    let ry = resid(y);
+    let rd = resid(&d);
+    let sdd: f64 = rd.iter().map(|v| v * v).sum();
+    if sdd <= 0.0 {
+        return None;
+    }
+    let c = rd.iter().zip(&ry).map(|(a, b)| a * b).sum::<f64>() / sdd;
+    let sse: f64 = ry.iter().zip(&rd).map(|(yv, dv)| (yv - c * dv).powi(2)).sum();
+    let df = (n - 3) as f64;
+    let se = (sse / df / sdd).sqrt();
+    if se == 0.0 {
+        return Some((
+            c,
+            if c == 0.0 { 0.0 } else { f64::INFINITY },
+            if c == 0.0 { 1.0 } else { 0.0 },
+        ));
+    }
+    let tt = c / se;
+    Some((c, tt, two_sided_t(tt, df)))
+}
+
 /// Pearson correlation, or None when a side is constant or there are fewer than 3 pairs.
 pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     if x.len() != y.len() || x.len() < 3 {
@@ -146,11 +204,7 @@ pub fn pareto(values_desc: &[f64], threshold: f64) -> (Vec<f64>, usize) {
     let mut found = false;
     for (i, v) in values_desc.iter().enumerate() {
         acc += v;
-        let share = if total != 0.0 {
-            100.0 * acc / total
-        } else {
-            0.0
-        };
+        let share = if total != 0.0 { 100.0 * acc / total } else { 0.0 };
         cum.push(share);
         if !found && share >= threshold - 1e-9 {
             vital = i + 1;
@@ -181,9 +235,7 @@ mod tests {
 
     #[test]
     fn linear_trend_on_alternating_noise_is_not_significant() {
-        let y: Vec<f64> = (0..20)
-            .map(|i| if i % 2 == 0 { 10.0 } else { 12.0 })
-            .collect();
+        let y: Vec<f64> = (0..20).map(|i| if i % 2 == 0 { 10.0 } else { 12.0 }).collect();
         let f = linear_trend(&y).unwrap();
         assert!(f.p_value > 0.3, "{f:?}");
         assert!(linear_trend(&[1.0, 2.0]).is_none());
@@ -197,6 +249,31 @@ mod tests {
         assert!(close(f.std_error, 0.34641, 1e-4), "{f:?}");
         assert!(close(f.t_statistic, 2.3094, 1e-3), "{f:?}");
         assert!(close(f.p_value, 0.1041, 1e-3), "{f:?}");
+    }
+
+    #[test]
+    fn step_test_separates_a_shift_from_a_trend() {
+        let noise = |i: usize| ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+        // trend only: no significant step anywhere in the middle
+        let trend: Vec<f64> = (0..40).map(|i| 10.0 + 0.5 * i as f64 + noise(i)).collect();
+        let (_, _, p) = step_test(&trend, 20).unwrap();
+        assert!(p > 0.01, "{p}");
+        // trend plus a step of 8 at 25: c ≈ 8, tiny p
+        let step: Vec<f64> = (0..40)
+            .map(|i| trend[i] + if i >= 25 { 8.0 } else { 0.0 })
+            .collect();
+        let (c, _, p) = step_test(&step, 25).unwrap();
+        assert!((c - 8.0).abs() < 0.5 && p < 1e-6, "{c} {p}");
+        assert!(step_test(&step, 0).is_none());
+    }
+
+    #[test]
+    fn welch_test_matches_reference_values() {
+        // a = [1..5], b = [3..7] (same variance 2.5): t = 2 / sqrt(1) = 2, df = 8, p ≈ 0.0805
+        let (t, p) = welch_t_test(&[1.0, 2.0, 3.0, 4.0, 5.0], &[3.0, 4.0, 5.0, 6.0, 7.0]).unwrap();
+        assert!(close(t, 2.0, 1e-12));
+        assert!(close(p, 0.0805, 1e-3), "{p}");
+        assert!(welch_t_test(&[1.0], &[2.0, 3.0]).is_none());
     }
 
     #[test]

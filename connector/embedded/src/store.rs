@@ -44,10 +44,7 @@ impl Db {
     }
 
     /// Run `f` with a pooled connection.
-    pub fn with<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
+    pub fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R, EngineError>) -> Result<R, EngineError> {
         let conn = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.pop()
@@ -111,9 +108,8 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
             ds.id, ds.file
         )));
     };
-    let ferr = |msg: String| {
-        EngineError::Catalog(format!("data file {} (dataset {}): {msg}", ds.file, ds.id))
-    };
+    let ferr =
+        |msg: String| EngineError::Catalog(format!("data file {} (dataset {}): {msg}", ds.file, ds.id));
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(&bytes[..]);
@@ -123,15 +119,12 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
         .clone();
     let mut idx = Vec::with_capacity(ds.columns.len());
     for c in &ds.columns {
-        let i = header
-            .iter()
-            .position(|h| h.trim() == c.name)
-            .ok_or_else(|| {
-                ferr(format!(
-                    "column `{}` named in the catalog is not in the header",
-                    c.name
-                ))
-            })?;
+        let i = header.iter().position(|h| h.trim() == c.name).ok_or_else(|| {
+            ferr(format!(
+                "column `{}` named in the catalog is not in the header",
+                c.name
+            ))
+        })?;
         idx.push(i);
     }
     let table = quote_ident(&ds.table_name());
@@ -153,8 +146,7 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
     let mut rows = 0usize;
     let mut monthly = true;
     db.with(|conn| {
-        let qerr =
-            |e: rusqlite::Error| EngineError::Query(format!("loading dataset {}: {e}", ds.id));
+        let qerr = |e: rusqlite::Error| EngineError::Query(format!("loading dataset {}: {e}", ds.id));
         conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({});",
             defs.join(", ")
@@ -198,14 +190,10 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
                                 _ => return Err(bad("an integer")),
                             },
                         },
-                        ColumnType::Number => {
-                            Value::Real(cell.parse::<f64>().map_err(|_| bad("a number"))?)
-                        }
+                        ColumnType::Number => Value::Real(cell.parse::<f64>().map_err(|_| bad("a number"))?),
                         ColumnType::Date => {
-                            let d =
-                                NaiveDate::parse_from_str(cell, c.date_format()).map_err(|_| {
-                                    bad(&format!("a date in format {}", c.date_format()))
-                                })?;
+                            let d = NaiveDate::parse_from_str(cell, c.date_format())
+                                .map_err(|_| bad(&format!("a date in format {}", c.date_format())))?;
                             if c.role == Role::Time {
                                 monthly &= chrono::Datelike::day(&d) == 1;
                                 min_date = Some(min_date.map_or(d, |m| m.min(d)));

@@ -87,9 +87,7 @@ fn month_number(tok: &str) -> Option<u32> {
     ];
     names
         .iter()
-        .position(|(full, short)| {
-            tok == *full || tok == *short || (tok == "sept" && *short == "sep")
-        })
+        .position(|(full, short)| tok == *full || tok == *short || (tok == "sept" && *short == "sep"))
         .map(|i| i as u32 + 1)
 }
 
@@ -182,9 +180,7 @@ fn parse_point(
     };
     let (q, used) = if let Some(q) = quarter(tok) {
         (Some(q), 1)
-    } else if let (Some(q), Some("quarter")) =
-        (ordinal_quarter(tok), t.get(i + 1).map(String::as_str))
-    {
+    } else if let (Some(q), Some("quarter")) = (ordinal_quarter(tok), t.get(i + 1).map(String::as_str)) {
         (Some(q), 2)
     } else {
         (None, 0)
@@ -262,13 +258,12 @@ pub fn parse_time(
     let tok = t.get(i)?.as_str();
     let next = t.get(i + 1).map(String::as_str);
     let next2 = t.get(i + 2).map(String::as_str);
-    let range =
-        |start: NaiveDate, end: NaiveDate, relative: bool, note: Option<String>| TimeSpec::Range {
-            start,
-            end,
-            relative,
-            note,
-        };
+    let range = |start: NaiveDate, end: NaiveDate, relative: bool, note: Option<String>| TimeSpec::Range {
+        start,
+        end,
+        relative,
+        note,
+    };
     match tok {
         "between" | "from" => {
             let (n1, s, _, note1) = parse_point(t, i + 1, latest)?;
@@ -300,32 +295,20 @@ pub fn parse_time(
             return Some((1 + n, range(earliest, s - Duration::days(1), false, note)));
         }
         "ytd" => {
-            return Some((
-                1,
-                range(period_start(latest, Grain::Year), latest, true, None),
-            ));
+            return Some((1, range(period_start(latest, Grain::Year), latest, true, None)));
         }
         "qtd" => {
-            return Some((
-                1,
-                range(period_start(latest, Grain::Quarter), latest, true, None),
-            ));
+            return Some((1, range(period_start(latest, Grain::Quarter), latest, true, None)));
         }
         "mtd" => {
-            return Some((
-                1,
-                range(period_start(latest, Grain::Month), latest, true, None),
-            ));
+            return Some((1, range(period_start(latest, Grain::Month), latest, true, None)));
         }
         "year" | "quarter" | "month" if next == Some("to") && next2 == Some("date") => {
             let g = parse_unit(tok)?;
             return Some((3, range(period_start(latest, g), latest, true, None)));
         }
         "year-to-date" => {
-            return Some((
-                1,
-                range(period_start(latest, Grain::Year), latest, true, None),
-            ));
+            return Some((1, range(period_start(latest, Grain::Year), latest, true, None)));
         }
         _ => {}
     }
@@ -358,22 +341,10 @@ pub fn parse_time(
             if n == 0 {
                 return None;
             }
-            return Some((
-                3,
-                TimeSpec::Horizon {
-                    periods: n,
-                    grain: g,
-                },
-            ));
+            return Some((3, TimeSpec::Horizon { periods: n, grain: g }));
         }
         let g = next.and_then(parse_unit)?;
-        return Some((
-            2,
-            TimeSpec::Horizon {
-                periods: 1,
-                grain: g,
-            },
-        ));
+        return Some((2, TimeSpec::Horizon { periods: 1, grain: g }));
     }
     let (n, s, e, note) = parse_point(t, i, latest)?;
     Some((n, range(s, e, false, note)))
@@ -466,18 +437,12 @@ mod tests {
             rng("fourth quarter of 2024", "2025-12-31"),
             (4, d("2024-10-01"), d("2024-12-31"))
         );
-        assert_eq!(
-            rng("2024", "2025-12-31"),
-            (1, d("2024-01-01"), d("2024-12-31"))
-        );
+        assert_eq!(rng("2024", "2025-12-31"), (1, d("2024-01-01"), d("2024-12-31")));
         assert_eq!(
             rng("february 2024", "2025-12-31"),
             (2, d("2024-02-01"), d("2024-02-29"))
         );
-        assert_eq!(
-            rng("march", "2025-02-10"),
-            (1, d("2024-03-01"), d("2024-03-31"))
-        );
+        assert_eq!(rng("march", "2025-02-10"), (1, d("2024-03-01"), d("2024-03-31")));
         assert_eq!(
             rng("between 2025-01-15 and 2025-02-10", "2025-12-31"),
             (4, d("2025-01-15"), d("2025-02-10"))
@@ -490,10 +455,7 @@ mod tests {
             rng("since 2025-11-15", "2025-12-31"),
             (2, d("2025-11-15"), d("2025-12-31"))
         );
-        assert_eq!(
-            rng("q4", "2025-06-30"),
-            (1, d("2024-10-01"), d("2024-12-31"))
-        );
+        assert_eq!(rng("q4", "2025-06-30"), (1, d("2024-10-01"), d("2024-12-31")));
     }
 
     #[test]
