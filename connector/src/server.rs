@@ -78,20 +78,23 @@ impl ConnectorServer {
             );
         };
 
-        let progress = context.meta.get_progress_token().map(|token| {
-            let (sender, mut receiver) = mpsc::unbounded_channel::<u64>();
-            let peer = context.peer.clone();
-            tokio::spawn(async move {
-                while let Some(bytes) = receiver.recv().await {
-                    let param = ProgressNotificationParam::new(token.clone(), bytes as f64)
-                        .with_message(format!("received {bytes} bytes from the backend"));
-                    if peer.notify_progress(param).await.is_err() {
-                        break;
+        let (progress, forwarder) = match context.meta.get_progress_token() {
+            Some(token) => {
+                let (sender, mut receiver) = mpsc::unbounded_channel::<u64>();
+                let peer = context.peer.clone();
+                let forwarder = tokio::spawn(async move {
+                    while let Some(bytes) = receiver.recv().await {
+                        let param = ProgressNotificationParam::new(token.clone(), bytes as f64)
+                            .with_message(format!("received {bytes} bytes from the backend"));
+                        if peer.notify_progress(param).await.is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-            sender
-        });
+                });
+                (Some(sender), Some(forwarder))
+            }
+            None => (None, None),
+        };
 
         let outcome = tokio::select! {
             result = self.state.backend.call(call, progress) => result,
@@ -99,6 +102,10 @@ impl ConnectorServer {
             // aborts its HTTP request.
             () = context.ct.cancelled() => Err(BackendError::Cancelled),
         };
+        // The backend dropped its progress sender: let the last notifications out before the result.
+        if let Some(forwarder) = forwarder {
+            let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
+        }
         match outcome {
             Ok(data) => (
                 envelope::success(data, self.state.limits),

@@ -41,7 +41,12 @@ pub fn privacy_caps() -> Targets {
 }
 
 /// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps.
-pub fn layer<S, W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+pub fn layer<S, W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -50,6 +55,7 @@ where
     let filter = filter.and(privacy_caps());
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(writer)
             .with_target(true)
             .with_filter(filter)
@@ -71,7 +77,12 @@ pub fn init(format: LogFormat) {
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
     tracing_subscriber::registry()
-        .with(layer(format, filter, std::io::stderr))
+        .with(layer(
+            format,
+            filter,
+            std::io::stderr,
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .init();
 }
 
