@@ -895,3 +895,189 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+
+    fn with_sales<R>(f: impl FnOnce(&Ctx) -> R) -> R {
+        let cat = catalog::parse(crate::demo::CATALOG_YAML, "demo").unwrap();
+        let ds = cat.datasets.iter().find(|d| d.id == 35403).unwrap();
+        let values: Vec<Vec<String>> = ds
+            .columns
+            .iter()
+            .map(|c| match c.name.as_str() {
+                "region" => ["Central", "East", "North", "South", "West"]
+                    .map(String::from)
+                    .to_vec(),
+                "channel" => ["Online", "Retail", "Wholesale"].map(String::from).to_vec(),
+                "product" => ["Laptop", "Office Chair", "T-Shirt"].map(String::from).to_vec(),
+                "category" => ["Electronics", "Furniture"].map(String::from).to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let vocab = Vocab::build(ds, &values);
+        let ctx = Ctx {
+            ds,
+            vocab: &vocab,
+            latest: NaiveDate::from_ymd_opt(2025, 12, 31),
+            earliest: NaiveDate::from_ymd_opt(2024, 1, 1),
+        };
+        f(&ctx)
+    }
+
+    fn plan(q: &str) -> Plan {
+        with_sales(|ctx| parse(q, ctx).unwrap_or_else(|r| panic!("{q}: {r:?}")))
+    }
+
+    fn refusal(q: &str) -> Refusal {
+        with_sales(|ctx| parse(q, ctx).expect_err(q))
+    }
+
+    #[test]
+    fn tokenizer_keeps_dates_ranges_and_hyphenated_values() {
+        assert_eq!(
+            tokenize("Sales of T-Shirts, 18-24 & 65+ between 2025-01-01 and Q4's end?"),
+            [
+                "sales",
+                "of",
+                "t-shirts",
+                "18-24",
+                "65+",
+                "between",
+                "2025-01-01",
+                "and",
+                "q4s",
+                "end"
+            ]
+        );
+        assert_eq!(tokenize("80% of 'revenue'."), ["80%", "of", "revenue"]);
+    }
+
+    #[test]
+    fn measures_aggregations_groups_and_order() {
+        let p = plan("Show me total sales by region for Q4 2024, sorted by highest sales");
+        assert_eq!(
+            p.measures,
+            vec![MeasureSel::new(Some("revenue"), Aggregation::Sum)]
+        );
+        assert_eq!(p.group_by, ["region"]);
+        let o = p.order.unwrap();
+        assert_eq!(
+            (o.by.as_str(), o.desc, o.source),
+            ("total_revenue", true, "question")
+        );
+        let t = p.time.unwrap();
+        assert_eq!(
+            (t.start.to_string(), t.end.to_string(), t.relative),
+            ("2024-10-01".into(), "2024-12-31".into(), false)
+        );
+
+        let p = plan("average units and max cost per channel and category");
+        assert_eq!(
+            p.measures,
+            vec![
+                MeasureSel::new(Some("units"), Aggregation::Avg),
+                MeasureSel::new(Some("cost"), Aggregation::Max)
+            ]
+        );
+        assert_eq!(p.group_by, ["channel", "category"]);
+        assert_eq!(p.order.unwrap().source, "default");
+    }
+
+    #[test]
+    fn top_bottom_and_counts() {
+        let p = plan("Top 5 sales regions last month");
+        assert_eq!((p.limit, p.order.as_ref().unwrap().desc), (Some(5), true));
+        assert!(p.time.unwrap().relative);
+        let p = plan("worst three products by units");
+        assert_eq!((p.limit, p.order.unwrap().desc), (Some(3), false));
+        let p = plan("how many transactions by channel");
+        assert_eq!(p.measures, vec![MeasureSel::new(None, Aggregation::Count)]);
+        let p = plan("number of distinct products per region");
+        assert_eq!(
+            p.measures,
+            vec![MeasureSel::new(Some("product"), Aggregation::CountDistinct)]
+        );
+        assert_eq!(p.group_by, ["region"]);
+        let p = plan("top regions by revenue");
+        assert_eq!(p.limit, Some(10));
+        assert!(p.notes[0].contains("top 10"));
+    }
+
+    #[test]
+    fn filters_synonyms_negation_and_qualifiers() {
+        let p = plan("revenue for the Western region and web channel");
+        assert_eq!(
+            p.group_by,
+            Vec::<String>::new(),
+            "the dimension words only qualify the values"
+        );
+        assert_eq!(
+            p.filters,
+            vec![
+                Filter {
+                    column: "region".into(),
+                    values: vec!["West".into()],
+                    negate: false
+                },
+                Filter {
+                    column: "channel".into(),
+                    values: vec!["Online".into()],
+                    negate: false
+                },
+            ]
+        );
+        let p = plan("units by region excluding north and south");
+        assert_eq!(
+            p.filters,
+            vec![Filter {
+                column: "region".into(),
+                values: vec!["North".into(), "South".into()],
+                negate: true
+            }]
+        );
+        let p = plan("revenue of office chairs and laptops");
+        assert_eq!(p.filters[0].values, ["Office Chair", "Laptop"]);
+    }
+
+    #[test]
+    fn grains_and_time_phrases() {
+        assert_eq!(plan("monthly revenue").grain, Some(Grain::Month));
+        assert_eq!(plan("revenue by week").grain, Some(Grain::Week));
+        assert_eq!(plan("revenue by date").grain, Some(Grain::Day));
+        assert_eq!(plan("revenue month over month").grain, Some(Grain::Month));
+        let t = plan("revenue past 3 months").time.unwrap();
+        assert_eq!(
+            (t.start.to_string(), t.end.to_string()),
+            ("2025-10-01".into(), "2025-12-31".into())
+        );
+        assert_eq!(
+            plan("revenue for the next 2 quarters").horizon,
+            Some((2, Grain::Quarter))
+        );
+        assert_eq!(
+            plan("Which products contribute to 80% of our sales?").share,
+            Some(80.0)
+        );
+    }
+
+    #[test]
+    fn refusals_say_which_part() {
+        assert_eq!(refusal("revenue by planet").part, "'planet'");
+        assert_eq!(
+            refusal("show the fluffy unicorn revenue").part,
+            "'fluffy unicorn'"
+        );
+        assert_eq!(refusal("revenue in 2024 and 2025").part, "2025");
+        assert_eq!(refusal("average region").part, "average region");
+        assert_eq!(refusal("daily revenue by month").part, "by month");
+        assert!(
+            refusal("top 0 regions by revenue")
+                .reason
+                .contains("top/bottom 0")
+        );
+        assert!(refusal("revenue for 150% of target").part.contains("target"));
+    }
+}
