@@ -78,7 +78,9 @@ pub fn build_backend(
                 LumenoreBackend::new(ClientSettings::from_config(config), credentials, metrics.clone())?;
             Ok(Backend::Lumenore(Box::new(backend)))
         }
-        BackendKind::Embedded => Ok(Backend::Embedded(EmbeddedBackend {})),
+        BackendKind::Embedded => Ok(Backend::Embedded(EmbeddedBackend::load(
+            config.catalog.as_deref(),
+        )?)),
     }
 }
 

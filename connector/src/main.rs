@@ -38,7 +38,21 @@ async fn run(config: Config) -> Result<(), String> {
     app::install_crypto_provider();
     let metrics = Metrics::new();
     let credentials = Credentials::from_env();
-    let backend = app::build_backend(&config, credentials.clone(), &metrics)?;
+    let started = std::time::Instant::now();
+    // Loading the embedded catalog is CPU and file work: keep it off the async workers.
+    let backend = {
+        let config = config.clone();
+        let credentials = credentials.clone();
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || app::build_backend(&config, credentials, &metrics))
+            .await
+            .map_err(|_| "backend set-up stopped unexpectedly".to_string())??
+    };
+    tracing::info!(
+        backend = backend.name(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "backend loaded"
+    );
     let app = app::build(&config, backend, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

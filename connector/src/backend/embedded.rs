@@ -1,16 +1,73 @@
-//! The embedded backend: the `lumenore-embedded` engine over local datasets.
-//! (Wired in by the embedded-backend issue.)
+//! The embedded backend: the `lumenore-embedded` engine over local datasets (the bundled demo catalog, or
+//! a catalog given with `--catalog`). Queries are CPU work, so they run on the blocking thread pool.
 
+use std::{path::Path, sync::Arc};
+
+use lumenore_embedded::{AnalysisKind as EngineKind, Engine, EngineError};
 use serde_json::Value;
 
 use super::{BackendCall, BackendError};
+use crate::tools::AnalysisKind;
 
-pub struct EmbeddedBackend {}
+pub struct EmbeddedBackend {
+    engine: Arc<Engine>,
+}
 
 impl EmbeddedBackend {
-    pub async fn call(&self, _call: BackendCall) -> Result<Value, BackendError> {
-        Err(BackendError::Engine(
-            "the embedded engine is not built into this binary yet".into(),
-        ))
+    /// Loads the catalog at `path`, or the bundled demo catalog when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let engine = match path {
+            Some(path) => Engine::from_path(path),
+            None => Engine::demo(),
+        }
+        .map_err(|error| error.to_string())?;
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
     }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub async fn call(&self, call: BackendCall) -> Result<Value, BackendError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || answer(&engine, call))
+            .await
+            .map_err(|_| BackendError::Engine("the query task stopped unexpectedly".into()))?
+    }
+}
+
+fn engine_kind(kind: AnalysisKind) -> EngineKind {
+    match kind {
+        AnalysisKind::Trend => EngineKind::Trend,
+        AnalysisKind::Prediction => EngineKind::Prediction,
+        AnalysisKind::Outlier => EngineKind::Outlier,
+        AnalysisKind::Correlation => EngineKind::Correlation,
+        AnalysisKind::Change => EngineKind::Change,
+        AnalysisKind::Pareto => EngineKind::Pareto,
+    }
+}
+
+fn answer(engine: &Engine, call: BackendCall) -> Result<Value, BackendError> {
+    let result = match call {
+        BackendCall::DatasetMetadata => Ok(engine.dataset_metadata()),
+        BackendCall::MetadataInfo { schema_id } => engine.metadata_info(schema_id),
+        BackendCall::NlqToData {
+            user_query,
+            schema_id,
+        } => engine.nlq_to_data(&user_query, schema_id),
+        BackendCall::Analysis {
+            kind,
+            user_query,
+            schema_id,
+        } => engine.analyze(engine_kind(kind), &user_query, schema_id),
+    };
+    result.map_err(|error: EngineError| {
+        if error.is_caller_error() {
+            BackendError::Refused(error.to_string())
+        } else {
+            BackendError::Engine(error.to_string())
+        }
+    })
 }
