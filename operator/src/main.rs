@@ -1,1 +1,294 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use lumenore_operator::crd::Cloud;
+use lumenore_operator::leader::{LeaseConfig, LeaseLock};
+use lumenore_operator::metrics::Metrics;
+use lumenore_operator::reconcile::{Context, OperatorConfig};
+use lumenore_operator::validate::ClusterIdentity;
+use lumenore_operator::{controller, crdgen, leader, server};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Kubernetes operator reconciling LumenoreConnector resources into per-tenant connector deployments.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator (the default).
+    Run,
+    /// Print the CustomResourceDefinition YAML, or write it into a directory.
+    Crdgen {
+        /// Directory to write `lumenore.io_lumenoreconnectors.yaml` into; prints to stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Cloud of this cluster (aws, azure, gcp, oci); connectors for another cloud are not deployed.
+    #[arg(long, env = "LUMENORE_CLUSTER_CLOUD")]
+    cluster_cloud: Option<Cloud>,
+    /// Region of this cluster (as in the node label topology.kubernetes.io/region); connectors for another region are not deployed.
+    #[arg(long, env = "LUMENORE_CLUSTER_REGION")]
+    cluster_region: Option<String>,
+    /// Connector image used when a LumenoreConnector sets no spec.image.
+    #[arg(long, env = "LUMENORE_CONNECTOR_IMAGE", default_value = concat!("ghcr.io/lumenore/lumenore-connector:", env!("CARGO_PKG_VERSION")))]
+    connector_image: String,
+    /// Namespaces to watch, comma separated; empty watches all namespaces.
+    #[arg(
+        long,
+        env = "LUMENORE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    watch_namespaces: Vec<String>,
+    /// Maximum reconciles running at once (per watched namespace).
+    #[arg(long, env = "LUMENORE_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "LUMENORE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Elect a leader through a Lease (needed when more than one replica runs).
+    #[arg(long, env = "LUMENORE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (defaults to POD_NAMESPACE, then "default").
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "lumenore-operator-leader")]
+    leader_election_lease: String,
+    /// Lease duration in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds within which the leader must renew, or stop.
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    /// Seconds between lease attempts.
+    #[arg(long, default_value_t = 2)]
+    retry_period_seconds: u64,
+    /// Longest time allowed for a graceful shutdown after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 20)]
+    shutdown_timeout_seconds: u64,
+    /// Log format: json or text.
+    #[arg(long, env = "LUMENORE_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crdgen { out: Some(dir) }) => {
+            let path = crdgen::write_crd(&dir)?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        Some(Command::Crdgen { out: None }) => {
+            print!("{}", crdgen::crd_yaml()?);
+            Ok(())
+        }
+        Some(Command::Run) | None => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let result = rt.block_on(run(cli.run));
+            // Never wait on stuck tasks at exit: the shutdown is bounded.
+            rt.shutdown_timeout(Duration::from_secs(2));
+            result
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    // One TLS crypto provider for the whole process (kube is built with ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let namespaces: Vec<String> = args
+        .watch_namespaces
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let client = kube::Client::try_default()
+        .await
+        .context("creating the Kubernetes client (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let config = OperatorConfig::new(
+        ClusterIdentity {
+            cloud: args.cluster_cloud,
+            region: args.cluster_region.clone(),
+        },
+        args.connector_image.clone(),
+    );
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
+
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let http = tokio::spawn(server::serve(
+        args.http_addr,
+        server::router(metrics, ready_rx),
+        shutdown.clone(),
+    ));
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+        });
+    }
+
+    tracing::info!(
+        namespaces = ?namespaces,
+        cloud = ?args.cluster_cloud.map(|c| c.as_str()),
+        region = ?args.cluster_region,
+        image = %args.connector_image,
+        concurrency = args.concurrency,
+        leader_elect = args.leader_elect,
+        "starting lumenore-operator"
+    );
+
+    let controllers_stop = shutdown.child_token();
+    let mut lost_leadership = false;
+    let election = if args.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("lumenore-operator-{}", std::process::id()));
+        let lock = LeaseLock::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: args.leader_election_namespace.clone(),
+                name: args.leader_election_lease.clone(),
+                identity,
+                lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
+                retry_period: Duration::from_secs(args.retry_period_seconds),
+            },
+        );
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let election_stop = CancellationToken::new();
+        let handle = tokio::spawn(leader::run(lock, leader_tx, ready_tx, election_stop.clone()));
+        // Wait to become leader (standbys stay ready: they are healthy and can take over).
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            r = leader_rx.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+        }
+        if !shutdown.is_cancelled() {
+            tracing::info!("leading: starting controllers");
+            let stop = controllers_stop.clone();
+            let mut rx = leader_rx.clone();
+            let lost = tokio::spawn(async move {
+                tokio::select! {
+                    r = rx.wait_for(|l| !*l) => { if r.is_ok() { stop.cancel(); return true; } false }
+                    _ = stop.cancelled() => false,
+                }
+            });
+            run_bounded(
+                controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
+                &controllers_stop,
+                &shutdown,
+                args.shutdown_timeout_seconds,
+            )
+            .await;
+            lost_leadership = lost.await.unwrap_or(false);
+        }
+        election_stop.cancel();
+        Some(handle)
+    } else {
+        // Readiness: the API server answered once.
+        client
+            .apiserver_version()
+            .await
+            .context("contacting the API server")?;
+        let _ = ready_tx.send(true);
+        run_bounded(
+            controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
+            &controllers_stop,
+            &shutdown,
+            args.shutdown_timeout_seconds,
+        )
+        .await;
+        None
+    };
+
+    let deadline = Duration::from_secs(args.shutdown_timeout_seconds);
+    if let Some(h) = election
+        && tokio::time::timeout(deadline, h).await.is_err()
+    {
+        tracing::warn!("leader election did not stop in time");
+    }
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), http).await.is_err() {
+        tracing::warn!("http server did not stop in time");
+    }
+    if lost_leadership {
+        anyhow::bail!("lost leadership; exiting so a fresh process rejoins as a standby");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Run the controllers; once a stop is requested, give them `timeout_secs` to finish, then abandon
+/// them (a kube-runtime controller was seen to hang on shutdown with the API server unreachable).
+async fn run_bounded(
+    fut: impl std::future::Future<Output = ()>,
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+    timeout_secs: u64,
+) {
+    tokio::pin!(fut);
+    tokio::select! {
+        _ = &mut fut => return,
+        _ = stop.cancelled() => {}
+        _ = shutdown.cancelled() => { stop.cancel(); }
+    }
+    if tokio::time::timeout(Duration::from_secs(timeout_secs), fut)
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout_secs, "controllers did not stop in time; exiting anyway");
+    }
+}

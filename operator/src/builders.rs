@@ -1,0 +1,585 @@
+//! Pure functions building the child objects of a `LumenoreConnector`.
+//!
+//! Nothing here talks to the API server: each function takes the CR plus the inputs read for it and
+//! returns the object to server-side apply. Fields the operator must not own (Deployment replicas when
+//! `spec.replicas` is unset, the `kubectl.kubernetes.io/restartedAt` annotation, labels added by other
+//! tools) are simply never set, so server-side apply leaves them with their owners.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{AuthMode, Backend, LumenoreConnector};
+
+/// Port of every connector endpoint (`/mcp`, `/healthz`, `/readyz`, `/metrics`).
+pub const CONNECTOR_PORT: i32 = 8080;
+/// Pod-template annotation carrying the sha256 of the credential values in use.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "lumenore.io/credentials-hash";
+/// Node label pinning pods to the tenant's region.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// Node label the pods are spread over.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+/// Directory where the API keys Secret is mounted.
+pub const API_KEYS_DIR: &str = "/etc/lumenore/api-keys";
+/// Non-root user and group of the connector container.
+pub const RUN_AS: i64 = 65532;
+
+/// Everything the builders need besides the CR itself.
+#[derive(Clone, Debug, Default)]
+pub struct BuildInputs {
+    /// Image used when the CR sets none.
+    pub default_image: String,
+    /// sha256 (hex) of the credential key values, when the CR uses credentials.
+    pub credentials_hash: Option<String>,
+}
+
+/// The children a CR asks for. `None` means "this child must not exist".
+#[derive(Clone, Debug)]
+pub struct Children {
+    pub service_account: ServiceAccount,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub network_policy: Option<NetworkPolicy>,
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Build every child of `lc`.
+pub fn build_children(lc: &LumenoreConnector, inputs: &BuildInputs) -> Children {
+    Children {
+        service_account: service_account(lc),
+        deployment: deployment(lc, inputs),
+        service: service(lc),
+        network_policy: network_policy(lc),
+        pod_disruption_budget: pod_disruption_budget(lc),
+    }
+}
+
+/// Name shared by every child (the CR's name).
+pub fn child_name(lc: &LumenoreConnector) -> String {
+    lc.name_any()
+}
+
+/// Labels selecting the connector pods. Kept minimal: a Deployment selector is immutable.
+pub fn selector_labels(lc: &LumenoreConnector) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "lumenore-connector".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), lc.name_any()),
+    ])
+}
+
+/// The label selector as a string, for the scale subresource.
+pub fn selector_string(lc: &LumenoreConnector) -> String {
+    selector_labels(lc)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Labels put on every child.
+pub fn labels(lc: &LumenoreConnector) -> BTreeMap<String, String> {
+    let mut l = selector_labels(lc);
+    l.insert("app.kubernetes.io/component".into(), "connector".into());
+    l.insert("app.kubernetes.io/managed-by".into(), crate::crd::MANAGER.into());
+    l.insert("lumenore.io/tenant".into(), lc.spec.tenant.clone());
+    l.insert("lumenore.io/cloud".into(), lc.spec.region.cloud.as_str().into());
+    l.insert("lumenore.io/region".into(), lc.spec.region.name.clone());
+    l
+}
+
+/// Controller owner reference to the CR (garbage collection removes children with it).
+pub fn owner_reference(lc: &LumenoreConnector) -> OwnerReference {
+    lc.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: LumenoreConnector::api_version(&()).into_owned(),
+        kind: LumenoreConnector::kind(&()).into_owned(),
+        name: lc.name_any(),
+        uid: lc.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn meta(lc: &LumenoreConnector) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(lc)),
+        namespace: lc.namespace(),
+        labels: Some(labels(lc)),
+        owner_references: Some(vec![owner_reference(lc)]),
+        ..Default::default()
+    }
+}
+
+/// Service name and in-cluster endpoint of the connector.
+pub fn endpoint(lc: &LumenoreConnector) -> String {
+    format!(
+        "http://{}.{}.svc:{CONNECTOR_PORT}/mcp",
+        child_name(lc),
+        lc.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// ServiceAccount of the pods; no API token is mounted (the connector never calls the API server).
+pub fn service_account(lc: &LumenoreConnector) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(lc),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
+/// Host header values the connector accepts: the Service's in-cluster names plus the CR's extra hosts,
+/// each with and without `:8080`.
+pub fn allowed_hosts(lc: &LumenoreConnector) -> Vec<String> {
+    let svc = child_name(lc);
+    let ns = lc.namespace().unwrap_or_else(|| "default".into());
+    let mut bases = vec![
+        svc.clone(),
+        format!("{svc}.{ns}"),
+        format!("{svc}.{ns}.svc"),
+        format!("{svc}.{ns}.svc.cluster.local"),
+    ];
+    for h in &lc.spec.network.extra_allowed_hosts {
+        if !bases.contains(h) {
+            bases.push(h.clone());
+        }
+    }
+    let mut out = Vec::with_capacity(bases.len() * 2);
+    for b in bases {
+        let with_port = format!("{b}:{CONNECTOR_PORT}");
+        let has_port = b.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        out.push(b);
+        if !has_port {
+            out.push(with_port);
+        }
+    }
+    out
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Environment of the connector container (the connector's configuration contract).
+pub fn connector_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
+    let spec = &lc.spec;
+    let mut out = vec![
+        env("LUMENORE_LISTEN", format!("0.0.0.0:{CONNECTOR_PORT}")),
+        env("LUMENORE_BACKEND", spec.backend.as_str()),
+        env("LUMENORE_LOG_FORMAT", "json"),
+        env("LUMENORE_ALLOWED_HOSTS", allowed_hosts(lc).join(",")),
+    ];
+    if !spec.network.allowed_origins.is_empty() {
+        out.push(env(
+            "LUMENORE_ALLOWED_ORIGINS",
+            spec.network.allowed_origins.join(","),
+        ));
+    }
+    if spec.backend == Backend::Lumenore {
+        out.push(env("SERVER_URL", spec.server_url.clone()));
+    }
+    if let Some(creds) = &spec.credentials {
+        for (var, key) in creds.keys() {
+            out.push(secret_env(var, &creds.secret_name, key));
+        }
+    }
+    out.push(env("LUMENORE_AUTH_MODE", spec.auth.mode.env_value()));
+    match spec.auth.mode {
+        AuthMode::None => out.push(env("LUMENORE_ALLOW_UNAUTHENTICATED", "true")),
+        AuthMode::ApiKeys => {
+            if let Some(keys) = &spec.auth.api_keys {
+                out.push(env(
+                    "LUMENORE_API_KEYS_FILE",
+                    format!("{API_KEYS_DIR}/{}", keys.key),
+                ));
+            }
+        }
+        AuthMode::Oauth => {
+            if let Some(o) = &spec.auth.oauth {
+                out.push(env("LUMENORE_OAUTH_ISSUER", o.issuer.clone()));
+                out.push(env("LUMENORE_OAUTH_AUDIENCE", o.audience.clone()));
+                if let Some(j) = &o.jwks_url {
+                    out.push(env("LUMENORE_OAUTH_JWKS_URL", j.clone()));
+                }
+            }
+        }
+    }
+    out.push(env(
+        "LUMENORE_PUBLIC_URL",
+        spec.public_url.clone().unwrap_or_else(|| endpoint(lc)),
+    ));
+    if let Some(r) = &spec.rate_limits {
+        if let Some(v) = r.per_caller_per_minute {
+            out.push(env("LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE", v.to_string()));
+        }
+        if let Some(v) = r.tenant_per_minute {
+            out.push(env("LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE", v.to_string()));
+        }
+        if let Some(v) = r.max_concurrent_backend_calls {
+            out.push(env("LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", v.to_string()));
+        }
+    }
+    out
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))])),
+        ..Default::default()
+    }
+}
+
+fn region_requirement(lc: &LumenoreConnector) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: REGION_LABEL.into(),
+        operator: "In".into(),
+        values: Some(vec![lc.spec.region.name.clone()]),
+    }
+}
+
+/// Pod affinity: the CR's affinity with the region requirement added to every required node selector
+/// term (terms are ORed, so each one must carry it), or a single region term when there is none.
+pub fn affinity(lc: &LumenoreConnector) -> Affinity {
+    let mut aff = lc
+        .spec
+        .scheduling
+        .as_ref()
+        .and_then(|s| s.affinity.clone())
+        .unwrap_or_default();
+    let node = aff.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let required = node
+        .required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(|| NodeSelector {
+            node_selector_terms: Vec::new(),
+        });
+    if required.node_selector_terms.is_empty() {
+        required.node_selector_terms.push(NodeSelectorTerm::default());
+    }
+    for term in &mut required.node_selector_terms {
+        let exprs = term.match_expressions.get_or_insert_with(Vec::new);
+        exprs.retain(|e| e.key != REGION_LABEL);
+        exprs.push(region_requirement(lc));
+    }
+    aff
+}
+
+fn topology_spread(lc: &LumenoreConnector) -> Vec<TopologySpreadConstraint> {
+    let mut out = vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: ZONE_LABEL.into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(lc)),
+            ..Default::default()
+        }),
+        match_label_keys: Some(vec!["pod-template-hash".into()]),
+        ..Default::default()
+    }];
+    if let Some(extra) = lc
+        .spec
+        .scheduling
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.clone())
+    {
+        out.extend(extra);
+    }
+    out
+}
+
+fn probe(path: &str, period: i32, failure: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure),
+        ..Default::default()
+    }
+}
+
+/// Desired replicas: 0 when suspended, the spec's count when set, `None` (not applied) otherwise.
+pub fn desired_replicas(lc: &LumenoreConnector) -> Option<i32> {
+    if lc.spec.suspend {
+        Some(0)
+    } else {
+        lc.spec.replicas
+    }
+}
+
+/// The connector Deployment.
+pub fn deployment(lc: &LumenoreConnector, inputs: &BuildInputs) -> Deployment {
+    let spec = &lc.spec;
+    let image = spec.image.clone().unwrap_or_else(|| inputs.default_image.clone());
+    let mut pod_annotations = BTreeMap::new();
+    if let Some(h) = &inputs.credentials_hash {
+        pod_annotations.insert(CREDENTIALS_HASH_ANNOTATION.to_string(), h.clone());
+    }
+    let mut pod_labels = labels(lc);
+    pod_labels.extend(selector_labels(lc));
+
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    if spec.auth.mode == AuthMode::ApiKeys
+        && let Some(keys) = &spec.auth.api_keys
+    {
+        // The whole directory is mounted (no subPath), so kubelet swaps the file in place on rotation
+        // and the connector reloads it without a restart.
+        volumes.push(Volume {
+            name: "api-keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(keys.secret_name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: keys.key.clone(),
+                    path: keys.key.clone(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "api-keys".into(),
+            mount_path: API_KEYS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let scheduling = spec.scheduling.clone().unwrap_or_default();
+    let container = Container {
+        name: "connector".into(),
+        image: Some(image),
+        image_pull_policy: Some("IfNotPresent".into()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: CONNECTOR_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(connector_env(lc)),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+
+    Deployment {
+        metadata: meta(lc),
+        spec: DeploymentSpec {
+            replicas: desired_replicas(lc),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(lc)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(child_name(lc)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS),
+                        run_as_group: Some(RUN_AS),
+                        fs_group: Some(RUN_AS),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    affinity: Some(affinity(lc)),
+                    topology_spread_constraints: Some(topology_spread(lc)),
+                    node_selector: scheduling.node_selector,
+                    tolerations: scheduling.tolerations,
+                    priority_class_name: scheduling.priority_class_name,
+                    termination_grace_period_seconds: Some(30),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// ClusterIP Service on port 8080. No session affinity: the connector is stateless.
+pub fn service(lc: &LumenoreConnector) -> Service {
+    Service {
+        metadata: meta(lc),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector_labels(lc)),
+            session_affinity: Some("None".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: CONNECTOR_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("http".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn port(protocol: &str, p: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(p)),
+        end_port: None,
+    }
+}
+
+/// NetworkPolicy: ingress on 8080 only from the allowed peers (same namespace by default); egress
+/// only DNS and HTTPS. `None` when the CR disables it.
+pub fn network_policy(lc: &LumenoreConnector) -> Option<NetworkPolicy> {
+    let net = &lc.spec.network;
+    if !net.network_policy {
+        return None;
+    }
+    let ingress_from = if net.ingress_from.is_empty() {
+        vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
+            ..Default::default()
+        }]
+    } else {
+        net.ingress_from.clone()
+    };
+    let https_to = (!net.egress_to.is_empty()).then(|| net.egress_to.clone());
+    Some(NetworkPolicy {
+        metadata: meta(lc),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(lc)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(ingress_from),
+                ports: Some(vec![port("TCP", CONNECTOR_PORT)]),
+            }]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    to: None,
+                    ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+                },
+                NetworkPolicyEgressRule {
+                    to: https_to,
+                    ports: Some(vec![port("TCP", 443)]),
+                },
+            ]),
+        }),
+    })
+}
+
+/// PodDisruptionBudget allowing one pod down at a time. Only when more than one pod is expected:
+/// `spec.replicas` of 2 or more, or unset (an HPA scales it); never while suspended.
+pub fn pod_disruption_budget(lc: &LumenoreConnector) -> Option<PodDisruptionBudget> {
+    if lc.spec.suspend || lc.spec.replicas.is_some_and(|r| r < 2) {
+        return None;
+    }
+    Some(PodDisruptionBudget {
+        metadata: meta(lc),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(lc)),
+                ..Default::default()
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}

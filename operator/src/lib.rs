@@ -1,0 +1,14 @@
+//! `lumenore-operator`: reconciles `LumenoreConnector` resources into per-tenant, region-pinned
+//! connector deployments.
+
+pub mod builders;
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod inputs;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod server;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,491 @@
+//! The reconciler: read inputs → validate → build children → apply → status.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::builders::{self, BuildInputs};
+use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER};
+use crate::inputs;
+use crate::metrics::Metrics;
+use crate::status::{self, DeploymentObservation, Outcome};
+use crate::validate::{self, ClusterIdentity, Rejection};
+
+/// The object type the controller watches: a CR that may fail to deserialize.
+pub type Guarded = DeserializeGuard<LumenoreConnector>;
+
+/// Settings of the reconciler.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    pub cluster: ClusterIdentity,
+    pub default_image: String,
+    pub reporter: Reporter,
+    /// Resync period of a healthy object.
+    pub resync: Duration,
+    /// First retry delay after a failure; doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl OperatorConfig {
+    pub fn new(cluster: ClusterIdentity, default_image: String) -> Self {
+        OperatorConfig {
+            cluster,
+            default_image,
+            reporter: Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            resync: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared state of the reconciles.
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
+        let recorder = Recorder::new(client.clone(), config.reporter.clone());
+        Context {
+            client,
+            config,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Consecutive failures recorded for `key`.
+    pub fn failure_count(&self, key: &str) -> u32 {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A reconcile failure; the object is retried with per-object exponential backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Low-cardinality reason, used as metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => match s.code {
+                409 => "Conflict",
+                404 => "NotFound",
+                403 => "Forbidden",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                500..=599 => "ServerError",
+                _ => "ApiError",
+            },
+            Error::Kube(_) => "Transport",
+        }
+    }
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Entry point for the controller: one reconcile of one object.
+pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = match &obj.0 {
+        Ok(lc) => reconcile_connector(lc, &ctx).await,
+        Err(invalid) => report_invalid(invalid, &ctx).await,
+    };
+    ctx.metrics.duration.observe(start.elapsed().as_secs_f64());
+    let key = match &obj.0 {
+        Ok(lc) => key_of(&lc.metadata),
+        Err(inv) => key_of(&inv.metadata),
+    };
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+    result
+}
+
+/// Error policy: count the failure and retry with exponential backoff per object.
+pub fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = match &obj.0 {
+        Ok(lc) => key_of(&lc.metadata),
+        Err(inv) => key_of(&inv.metadata),
+    };
+    ctx.metrics.failure(err.reason());
+    let n = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff_delay(&ctx.config, n);
+    tracing::warn!(object = %key, reason = err.reason(), error = %err, attempt = n, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Delay before retry number `attempt` (1-based): base·2^(attempt-1), capped.
+pub fn backoff_delay(config: &OperatorConfig, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    config.backoff_base.saturating_mul(factor).min(config.backoff_max)
+}
+
+async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(&lc.metadata);
+    if lc.metadata.deletion_timestamp.is_some() {
+        // Children carry controller owner references: the garbage collector removes them.
+        ctx.metrics.set_conditions(&key, None);
+        return Ok(Action::await_change());
+    }
+    let ns = lc.namespace().unwrap_or_else(|| "default".into());
+    let client = &ctx.client;
+
+    // 1. validate (pure)
+    let accepted = match validate::validate(lc, &ctx.config.cluster) {
+        Ok(msg) => msg,
+        Err(rejection) => {
+            tracing::info!(object = %key, reason = rejection.reason(), "connector not deployed");
+            write_status(lc, ctx, Outcome::Rejected(rejection), None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // 2. read inputs (Secrets read directly)
+    let inputs = inputs::read_inputs(client, lc).await?;
+    if let Some(problem) = inputs.problem {
+        let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt(&builders::child_name(lc))
+            .await?
+            .map(|d| DeploymentObservation::from_deployment(&d));
+        write_status(
+            lc,
+            ctx,
+            Outcome::SecretProblem {
+                accepted,
+                problem,
+                deployment,
+            },
+            None,
+        )
+        .await?;
+        // The Secret watch triggers a reconcile when it appears; the resync is a safety net.
+        return Ok(Action::requeue(ctx.config.resync));
+    }
+
+    // 3. build children (pure)
+    let children = builders::build_children(
+        lc,
+        &BuildInputs {
+            default_image: ctx.config.default_image.clone(),
+            credentials_hash: inputs.credentials_hash,
+        },
+    );
+
+    // 4. apply, and remove what the spec no longer asks for
+    let uid = lc.metadata.uid.clone().unwrap_or_default();
+    let name = builders::child_name(lc);
+    apply(client, &ns, &children.service_account).await?;
+    apply(client, &ns, &children.service).await?;
+    match &children.network_policy {
+        Some(np) => {
+            apply(client, &ns, np).await?;
+        }
+        None => {
+            prune::<NetworkPolicy>(client, &ns, &name, &uid).await?;
+        }
+    }
+    match &children.pod_disruption_budget {
+        Some(pdb) => {
+            apply(client, &ns, pdb).await?;
+        }
+        None => {
+            prune::<PodDisruptionBudget>(client, &ns, &name, &uid).await?;
+        }
+    }
+    let deployment = apply(client, &ns, &children.deployment).await?;
+
+    // 5. status
+    let observation = DeploymentObservation::from_deployment(&deployment);
+    let outcome = Outcome::Deployed {
+        accepted,
+        deployment: observation.clone(),
+        suspended: lc.spec.suspend,
+        endpoint: builders::endpoint(lc),
+    };
+    write_status(lc, ctx, outcome, Some(&observation)).await?;
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+/// Server-side apply `obj` with the operator's field manager, taking ownership of conflicting fields.
+pub async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await
+}
+
+/// Delete child `name` if it exists and is controlled by the CR with `owner_uid`. Returns whether it
+/// was deleted. Objects controlled by someone else are never touched.
+pub async fn prune<K>(client: &Client, ns: &str, name: &str, owner_uid: &str) -> Result<bool, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let Some(existing) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let ours = existing
+        .owner_references()
+        .iter()
+        .any(|r| r.uid == owner_uid && r.controller == Some(true));
+    if !ours {
+        return Ok(false);
+    }
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn outcome_status(
+    old: Option<&LumenoreConnectorStatus>,
+    outcome: &Outcome,
+    generation: Option<i64>,
+    endpoint: Option<String>,
+    deployment: Option<&DeploymentObservation>,
+    selector: String,
+) -> LumenoreConnectorStatus {
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let conditions = status::stamp(
+        old_conditions,
+        status::conditions_for(outcome),
+        generation,
+        &now(),
+    );
+    LumenoreConnectorStatus {
+        observed_generation: generation,
+        conditions,
+        replicas: deployment.map(|d| d.replicas),
+        ready_replicas: deployment.map(|d| d.ready),
+        selector: Some(selector),
+        endpoint,
+    }
+}
+
+/// Write the status (server-side apply on the status subresource) when it changed, and publish one
+/// Event per condition transition.
+async fn write_status(
+    lc: &LumenoreConnector,
+    ctx: &Context,
+    outcome: Outcome,
+    deployment: Option<&DeploymentObservation>,
+) -> Result<(), Error> {
+    let endpoint = match &outcome {
+        Outcome::Deployed { endpoint, .. } => Some(endpoint.clone()),
+        _ => None,
+    };
+    let deployment = deployment.or(match &outcome {
+        Outcome::SecretProblem { deployment, .. } => deployment.as_ref(),
+        _ => None,
+    });
+    let new = outcome_status(
+        lc.status.as_ref(),
+        &outcome,
+        lc.metadata.generation,
+        endpoint,
+        deployment,
+        builders::selector_string(lc),
+    );
+    let old_conditions: &[Condition] = lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let changed = lc.status.as_ref() != Some(&new);
+    if changed {
+        let api: Api<LumenoreConnector> = Api::namespaced(
+            ctx.client.clone(),
+            lc.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = serde_json::json!({
+            "apiVersion": LumenoreConnector::api_version(&()),
+            "kind": LumenoreConnector::kind(&()),
+            "status": new,
+        });
+        api.patch_status(
+            &lc.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    ctx.metrics.set_conditions(
+        &key_of(&lc.metadata),
+        Some(
+            new.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+        ),
+    );
+    publish_transitions(ctx, &lc.object_ref(&()), old_conditions, &new.conditions).await;
+    Ok(())
+}
+
+async fn publish_transitions(
+    ctx: &Context,
+    reference: &ObjectReference,
+    old: &[Condition],
+    new: &[Condition],
+) {
+    for c in status::transitions(old, new) {
+        let warning = c.status == "False"
+            && !matches!(
+                c.reason.as_str(),
+                "Suspended" | "RolloutInProgress" | "NotDeployed"
+            );
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.clone(),
+            note: Some(truncate(format!("{}={}: {}", c.type_, c.status, c.message), 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+            // An Event is best effort; the status carries the same information.
+            tracing::warn!(error = %e, "could not publish event");
+        }
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// A CR that does not deserialize: report it in its status (Accepted=False, reason InvalidObject) and
+/// an Event, then wait for it to change. Other objects are not affected.
+async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+    let ns = inv.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = inv.metadata.name.clone().unwrap_or_default();
+    let key = key_of(&inv.metadata);
+    tracing::warn!(object = %key, error = %inv.error, "malformed LumenoreConnector skipped");
+    let ar = ApiResource::erase::<LumenoreConnector>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    let Some(raw) = api.get_opt(&name).await? else {
+        ctx.metrics.set_conditions(&key, None);
+        return Ok(Action::await_change());
+    };
+    let old: LumenoreConnectorStatus = raw
+        .data
+        .get("status")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    let outcome = Outcome::Rejected(Rejection::InvalidObject(truncate(
+        format!(
+            "the object does not match the LumenoreConnector schema: {}",
+            inv.error
+        ),
+        900,
+    )));
+    let conditions = status::stamp(
+        &old.conditions,
+        status::conditions_for(&outcome),
+        inv.metadata.generation,
+        &now(),
+    );
+    let new = LumenoreConnectorStatus {
+        observed_generation: inv.metadata.generation,
+        conditions,
+        ..Default::default()
+    };
+    if old != new {
+        let patch = serde_json::json!({
+            "apiVersion": ar.api_version,
+            "kind": ar.kind,
+            "status": new,
+        });
+        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+    }
+    ctx.metrics.set_conditions(
+        &key,
+        Some(
+            new.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+        ),
+    );
+    let reference = ObjectReference {
+        api_version: Some(ar.api_version.clone()),
+        kind: Some(ar.kind.clone()),
+        name: Some(name),
+        namespace: Some(ns),
+        uid: inv.metadata.uid.clone(),
+        resource_version: inv.metadata.resource_version.clone(),
+        ..Default::default()
+    };
+    publish_transitions(ctx, &reference, &old.conditions, &new.conditions).await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,144 @@
+//! Pure validation of a `LumenoreConnector`: the CEL rules re-checked in Rust (objects stored before a
+//! rule existed, or created with validation off), and the operator's region guard.
+
+use crate::crd::{AuthMode, Backend, Cloud, LumenoreConnector};
+
+/// What this operator's cluster is; `None` fields are not checked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// Cloud of this cluster (`--cluster-cloud`).
+    pub cloud: Option<Cloud>,
+    /// Region of this cluster (`--cluster-region`).
+    pub region: Option<String>,
+}
+
+/// Why a CR is not deployed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The spec breaks a rule; the message names the field and the rule.
+    InvalidSpec(String),
+    /// The CR belongs to another cloud or region than this cluster.
+    RegionMismatch(String),
+    /// The stored object does not deserialize into the current types.
+    InvalidObject(String),
+}
+
+impl Rejection {
+    /// Condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::InvalidSpec(_) => "InvalidSpec",
+            Rejection::RegionMismatch(_) => "RegionMismatch",
+            Rejection::InvalidObject(_) => "InvalidObject",
+        }
+    }
+    /// Human-readable message.
+    pub fn message(&self) -> &str {
+        match self {
+            Rejection::InvalidSpec(m) | Rejection::RegionMismatch(m) | Rejection::InvalidObject(m) => m,
+        }
+    }
+}
+
+/// Is `s` a DNS label (RFC 1123)?
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_https_url(s: &str) -> bool {
+    s.strip_prefix("https://")
+        .map(|rest| {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !host.contains(char::is_whitespace)
+        })
+        .unwrap_or(false)
+}
+
+/// Validate `lc` for a cluster with identity `cluster`. `Ok` carries the Accepted condition message.
+pub fn validate(lc: &LumenoreConnector, cluster: &ClusterIdentity) -> Result<String, Rejection> {
+    let spec = &lc.spec;
+    let invalid = |m: String| Err(Rejection::InvalidSpec(m));
+    if !is_dns_label(&spec.tenant) {
+        return invalid(format!(
+            "spec.tenant {:?} is not a DNS label (lowercase letters, digits and '-', at most 63 characters)",
+            spec.tenant
+        ));
+    }
+    if spec.region.name.is_empty() {
+        return invalid("spec.region.name must not be empty".into());
+    }
+    if spec.backend == Backend::Lumenore && !is_https_url(&spec.server_url) {
+        return invalid("spec.serverUrl must be an https URL".into());
+    }
+    match &spec.credentials {
+        None if spec.backend == Backend::Lumenore => {
+            return invalid("spec.credentials is required when spec.backend is lumenore".into());
+        }
+        Some(c) => {
+            let client = c.client_id_key.is_some() && c.client_secret_key.is_some();
+            let partial = c.client_id_key.is_some() != c.client_secret_key.is_some();
+            let token = c.api_token_key.is_some();
+            if partial || client == token {
+                return invalid(
+                    "spec.credentials must set either clientIdKey and clientSecretKey, or apiTokenKey (exactly one form)"
+                        .into(),
+                );
+            }
+            if c.secret_name.is_empty() {
+                return invalid("spec.credentials.secretName must not be empty".into());
+            }
+        }
+        None => {}
+    }
+    if spec.replicas.is_some_and(|r| r < 0) {
+        return invalid("spec.replicas must not be negative".into());
+    }
+    match spec.auth.mode {
+        AuthMode::ApiKeys if spec.auth.api_keys.is_none() => {
+            return invalid("spec.auth.apiKeys is required when spec.auth.mode is apiKeys".into());
+        }
+        AuthMode::Oauth => match &spec.auth.oauth {
+            None => return invalid("spec.auth.oauth is required when spec.auth.mode is oauth".into()),
+            Some(o) if !is_https_url(&o.issuer) => {
+                return invalid("spec.auth.oauth.issuer must be an https URL".into());
+            }
+            Some(o) if o.audience.is_empty() => {
+                return invalid("spec.auth.oauth.audience must not be empty".into());
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+
+    if let Some(cloud) = cluster.cloud
+        && cloud != spec.region.cloud
+    {
+        return Err(Rejection::RegionMismatch(format!(
+            "this operator runs in cloud {}, the connector is for cloud {}: not deployed here, so the tenant's data stays in its region",
+            cloud.as_str(),
+            spec.region.cloud.as_str()
+        )));
+    }
+    if let Some(region) = &cluster.region
+        && region != &spec.region.name
+    {
+        return Err(Rejection::RegionMismatch(format!(
+            "this operator runs in region {region}, the connector is for region {}: not deployed here, so the tenant's data stays in its region",
+            spec.region.name
+        )));
+    }
+
+    let mut msg = String::from("spec is valid and the region matches this cluster");
+    if spec.auth.mode == AuthMode::None {
+        msg.push_str(
+            "; auth.mode is none: any caller that can reach the pods is served (LUMENORE_ALLOW_UNAUTHENTICATED=true)",
+        );
+    }
+    Ok(msg)
+}

@@ -1,0 +1,321 @@
+//! The generated CRD: fresh in `crds/`, structural, documented, and its CEL rules do what they say.
+
+use kube::CustomResourceExt;
+use lumenore_operator::crd::LumenoreConnector;
+use lumenore_operator::crdgen::{CRD_FILE, crd_yaml};
+use serde_json::{Value, json};
+
+fn crd_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds")
+        .join(CRD_FILE)
+}
+
+#[test]
+fn crds_dir_is_fresh() {
+    let expected = crd_yaml().expect("CRD serializes");
+    let actual = std::fs::read_to_string(crd_path()).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "crds/{CRD_FILE} is stale: run `cargo run -p lumenore-operator -- crdgen --out crds`"
+    );
+}
+
+#[test]
+fn yaml_round_trips_to_the_same_crd() {
+    let yaml = crd_yaml().unwrap();
+    let parsed: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_saphyr::from_str(&yaml).expect("generated YAML parses");
+    assert_eq!(
+        serde_json::to_value(&parsed).unwrap(),
+        serde_json::to_value(LumenoreConnector::crd()).unwrap()
+    );
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(LumenoreConnector::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Walk every schema node; `f(path, node)`.
+fn walk(path: &str, node: &Value, f: &mut dyn FnMut(&str, &Value)) {
+    f(path, node);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            walk(&format!("{path}.{k}"), v, f);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(&format!("{path}[]"), items, f);
+    }
+    if let Some(ap) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(&format!("{path}{{}}"), ap, f);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(list) = node.get(key).and_then(Value::as_array) {
+            for (i, v) in list.iter().enumerate() {
+                walk(&format!("{path}/{key}{i}"), v, f);
+            }
+        }
+    }
+}
+
+#[test]
+fn schema_is_structural() {
+    let mut problems = Vec::new();
+    walk("", &schema(), &mut |path, node| {
+        let in_junctor = path.contains("/anyOf") || path.contains("/oneOf") || path.contains("/allOf");
+        let typed = node.get("type").is_some()
+            || node.get("x-kubernetes-int-or-string") == Some(&json!(true))
+            || node.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+        if !typed && !in_junctor {
+            problems.push(format!("{path}: no type"));
+        }
+        if in_junctor {
+            for forbidden in [
+                "type",
+                "description",
+                "default",
+                "nullable",
+                "additionalProperties",
+            ] {
+                if node.get(forbidden).is_some() {
+                    problems.push(format!("{path}: {forbidden} inside a junctor"));
+                }
+            }
+        }
+        if node.get("$ref").is_some() {
+            problems.push(format!("{path}: $ref is not allowed"));
+        }
+        if node.get("properties").is_some() && node.get("additionalProperties").is_some() {
+            problems.push(format!("{path}: properties and additionalProperties together"));
+        }
+    });
+    assert!(
+        problems.is_empty(),
+        "schema is not structural:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_spec_and_status_field_has_a_description() {
+    let s = schema();
+    let mut missing = Vec::new();
+    for root in ["spec", "status"] {
+        walk(root, &s["properties"][root], &mut |path, node| {
+            let is_item = path.ends_with("[]") || path.ends_with('}');
+            let desc = node.get("description").and_then(Value::as_str).unwrap_or("");
+            if !is_item && !path.contains("/") && desc.trim().is_empty() {
+                missing.push(path.to_string());
+            }
+        });
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description (kubectl explain):\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn crd_has_subresources_short_name_and_printer_columns() {
+    let crd = serde_json::to_value(LumenoreConnector::crd()).unwrap();
+    let v = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["group"], "lumenore.io");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(v["name"], "v1alpha1");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["lmc"]));
+    assert_eq!(v["subresources"]["status"], json!({}));
+    assert_eq!(v["subresources"]["scale"]["specReplicasPath"], ".spec.replicas");
+    assert_eq!(
+        v["subresources"]["scale"]["statusReplicasPath"],
+        ".status.replicas"
+    );
+    assert_eq!(
+        v["subresources"]["scale"]["labelSelectorPath"],
+        ".status.selector"
+    );
+    let cols: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in ["Tenant", "Region", "Ready", "Replicas", "Age"] {
+        assert!(cols.contains(&want), "missing printer column {want}: {cols:?}");
+    }
+    let conds = &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conds["x-kubernetes-list-type"], "map");
+}
+
+#[test]
+fn spec_defaults_are_in_the_schema() {
+    let s = schema();
+    let spec = &s["properties"]["spec"]["properties"];
+    assert_eq!(spec["backend"]["default"], "lumenore");
+    assert_eq!(spec["suspend"]["default"], false);
+    assert_eq!(spec["serverUrl"]["default"], "https://preview.lumenore.com");
+    assert_eq!(spec["auth"]["default"]["mode"], "none");
+    assert_eq!(spec["network"]["default"]["networkPolicy"], true);
+    let required: Vec<&str> = s["properties"]["spec"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, vec!["region", "tenant"]);
+}
+
+// ---- CEL rules, evaluated client-side with kube's CEL validator ----
+
+fn object(spec: Value) -> Value {
+    json!({
+        "apiVersion": "lumenore.io/v1alpha1",
+        "kind": "LumenoreConnector",
+        "metadata": {"name": "acme", "namespace": "tenants"},
+        "spec": spec,
+    })
+}
+
+fn good_spec() -> Value {
+    json!({
+        "tenant": "acme",
+        "region": {"cloud": "aws", "name": "eu-west-1"},
+        "backend": "lumenore",
+        "serverUrl": "https://acme.lumenore.com",
+        "credentials": {"secretName": "acme-creds", "clientIdKey": "id", "clientSecretKey": "secret"},
+        "auth": {"mode": "none"},
+        "network": {"networkPolicy": true},
+        "suspend": false,
+    })
+}
+
+fn cel(new: &Value, old: Option<&Value>) -> Result<(), String> {
+    kube::core::cel::Validator::new()
+        .validate(&schema(), new, old)
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn with(mut spec: Value, path: &[&str], v: Value) -> Value {
+    let mut cur = &mut spec;
+    for p in &path[..path.len() - 1] {
+        cur = &mut cur[*p];
+    }
+    cur[path[path.len() - 1]] = v;
+    spec
+}
+
+#[test]
+fn cel_accepts_a_good_spec() {
+    cel(&object(good_spec()), None).unwrap();
+    let token = with(
+        good_spec(),
+        &["credentials"],
+        json!({"secretName": "s", "apiTokenKey": "token"}),
+    );
+    cel(&object(token), None).unwrap();
+    let embedded = json!({"tenant": "demo", "region": {"cloud": "gcp", "name": "europe-west4"}, "backend": "embedded", "serverUrl": "https://preview.lumenore.com", "auth": {"mode": "none"}});
+    cel(&object(embedded), None).unwrap();
+}
+
+#[test]
+fn cel_rejects_a_tenant_that_is_not_a_dns_label() {
+    for bad in ["Acme", "acme_corp", "-acme", "acme-"] {
+        let err = cel(&object(with(good_spec(), &["tenant"], json!(bad))), None).unwrap_err();
+        assert!(err.contains("DNS label"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn cel_rejects_plain_http_server_url() {
+    let err = cel(
+        &object(with(
+            good_spec(),
+            &["serverUrl"],
+            json!("http://acme.lumenore.com"),
+        )),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("https"), "{err}");
+}
+
+#[test]
+fn cel_requires_exactly_one_credentials_form() {
+    for creds in [
+        json!({"secretName": "s", "clientIdKey": "id", "clientSecretKey": "secret", "apiTokenKey": "t"}),
+        json!({"secretName": "s", "clientIdKey": "id"}),
+        json!({"secretName": "s"}),
+    ] {
+        let err = cel(&object(with(good_spec(), &["credentials"], creds.clone())), None).unwrap_err();
+        assert!(err.contains("exactly one credentials form"), "{creds}: {err}");
+    }
+    let mut no_creds = good_spec();
+    no_creds.as_object_mut().unwrap().remove("credentials");
+    let err = cel(&object(no_creds), None).unwrap_err();
+    assert!(err.contains("credentials are required"), "{err}");
+}
+
+#[test]
+fn cel_keeps_tenant_and_region_immutable() {
+    let old = object(good_spec());
+    let err = cel(
+        &object(with(good_spec(), &["tenant"], json!("other"))),
+        Some(&old),
+    )
+    .unwrap_err();
+    assert!(err.contains("tenant is immutable"), "{err}");
+    let err = cel(
+        &object(with(good_spec(), &["region", "name"], json!("us-east-1"))),
+        Some(&old),
+    )
+    .unwrap_err();
+    assert!(err.contains("region is immutable"), "{err}");
+    // Other fields may change.
+    cel(&object(with(good_spec(), &["suspend"], json!(true))), Some(&old)).unwrap();
+}
+
+#[test]
+fn cel_auth_mode_needs_its_settings() {
+    let err = cel(
+        &object(with(good_spec(), &["auth"], json!({"mode": "apiKeys"}))),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("auth.apiKeys is required"), "{err}");
+    let err = cel(
+        &object(with(good_spec(), &["auth"], json!({"mode": "oauth"}))),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("auth.oauth is required"), "{err}");
+    let err = cel(
+        &object(with(
+            good_spec(),
+            &["auth"],
+            json!({"mode": "oauth", "oauth": {"issuer": "http://idp", "audience": "a"}}),
+        )),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("issuer must be an https URL"), "{err}");
+    cel(
+        &object(with(
+            good_spec(),
+            &["auth"],
+            json!({"mode": "apiKeys", "apiKeys": {"secretName": "keys", "key": "keys"}}),
+        )),
+        None,
+    )
+    .unwrap();
+    cel(
+        &object(with(
+            good_spec(),
+            &["auth"],
+            json!({"mode": "oauth", "oauth": {"issuer": "https://idp.example.com", "audience": "https://mcp.example.com/mcp"}}),
+        )),
+        None,
+    )
+    .unwrap();
+}
