@@ -1,0 +1,313 @@
+//! Snapshot tests of every child object for representative CRs, plus the properties that matter.
+
+mod common;
+
+use common::*;
+use lumenore_operator::builders::{self, BuildInputs, Children, REGION_LABEL};
+use lumenore_operator::crd::LumenoreConnector;
+use serde_json::{Value, json};
+
+const HASH: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn build(lc: &LumenoreConnector) -> Children {
+    builders::build_children(
+        lc,
+        &BuildInputs {
+            default_image: "ghcr.io/lumenore/lumenore-connector:0.1.0".into(),
+            credentials_hash: lc.spec.credentials.as_ref().map(|_| HASH.to_string()),
+        },
+    )
+}
+
+fn snapshot_all(prefix: &str, lc: &LumenoreConnector) {
+    let c = build(lc);
+    insta::assert_yaml_snapshot!(format!("{prefix}_serviceaccount"), c.service_account);
+    insta::assert_yaml_snapshot!(format!("{prefix}_deployment"), c.deployment);
+    insta::assert_yaml_snapshot!(format!("{prefix}_service"), c.service);
+    insta::assert_yaml_snapshot!(format!("{prefix}_networkpolicy"), c.network_policy);
+    insta::assert_yaml_snapshot!(format!("{prefix}_poddisruptionbudget"), c.pod_disruption_budget);
+}
+
+#[test]
+fn snapshots_minimal() {
+    snapshot_all("minimal", &connector("tenants", "acme", minimal_spec()));
+}
+
+#[test]
+fn snapshots_full() {
+    snapshot_all("full", &connector("tenants", "globex", full_spec()));
+}
+
+#[test]
+fn snapshots_oauth_suspended() {
+    snapshot_all(
+        "oauth_suspended",
+        &connector("tenants", "initech", oauth_suspended_spec()),
+    );
+}
+
+#[test]
+fn snapshots_embedded() {
+    snapshot_all("embedded", &connector("demo", "demo", embedded_spec()));
+}
+
+fn env_map(c: &Children) -> std::collections::BTreeMap<String, Value> {
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let v = e.get("value").cloned().unwrap_or_else(|| e["valueFrom"].clone());
+            (e["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_are_not_applied_when_left_to_an_hpa() {
+    let c = build(&connector("tenants", "acme", minimal_spec()));
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    assert!(
+        d["spec"].get("replicas").is_none(),
+        "replicas must be absent: {}",
+        d["spec"]
+    );
+    // An HPA-managed connector still gets a PDB.
+    assert!(c.pod_disruption_budget.is_some());
+
+    let c = build(&connector("tenants", "globex", full_spec()));
+    assert_eq!(c.deployment.spec.replicas, Some(3));
+}
+
+#[test]
+fn suspend_scales_to_zero_and_drops_the_pdb() {
+    let c = build(&connector("tenants", "initech", oauth_suspended_spec()));
+    assert_eq!(c.deployment.spec.replicas, Some(0));
+    assert!(c.pod_disruption_budget.is_none());
+    assert!(c.network_policy.is_none(), "networkPolicy: false");
+}
+
+#[test]
+fn pdb_only_when_more_than_one_pod() {
+    for (replicas, want) in [
+        (json!(0), false),
+        (json!(1), false),
+        (json!(2), true),
+        (json!(5), true),
+    ] {
+        let mut spec = minimal_spec();
+        spec["replicas"] = replicas.clone();
+        let c = build(&connector("tenants", "acme", spec));
+        assert_eq!(c.pod_disruption_budget.is_some(), want, "replicas {replicas}");
+    }
+}
+
+#[test]
+fn the_operator_never_sets_the_restart_annotation_or_foreign_labels() {
+    for spec in [
+        minimal_spec(),
+        full_spec(),
+        oauth_suspended_spec(),
+        embedded_spec(),
+    ] {
+        let c = build(&connector("tenants", "x", spec));
+        let text = serde_json::to_string(&c.deployment).unwrap();
+        assert!(!text.contains("kubectl.kubernetes.io/restartedAt"));
+        assert!(!text.contains("\"status\""));
+    }
+}
+
+#[test]
+fn pods_are_locked_down() {
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    let ctr = &pod["containers"][0];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(ctr["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(ctr["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(ctr["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(ctr["ports"][0]["containerPort"], 8080);
+    assert_eq!(c.service_account.automount_service_account_token, Some(false));
+    let svc = serde_json::to_value(&c.service).unwrap();
+    assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
+}
+
+#[test]
+fn every_required_node_term_carries_the_region() {
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    let terms = d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(terms.len(), 2, "the CR's two terms are kept");
+    for t in terms {
+        let exprs = t["matchExpressions"].as_array().unwrap();
+        assert!(
+            exprs.iter().any(|e| e["key"] == REGION_LABEL
+                && e["operator"] == "In"
+                && e["values"] == json!(["westeurope"])),
+            "{t}"
+        );
+        assert!(exprs.iter().any(|e| e["key"] == "kubernetes.io/arch"));
+    }
+    let spread = &d["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+}
+
+#[test]
+fn credentials_come_from_secret_key_refs_and_the_hash_is_annotated() {
+    let c = build(&connector("tenants", "acme", minimal_spec()));
+    let env = env_map(&c);
+    assert_eq!(
+        env["LUMENORE_CLIENT_ID"]["secretKeyRef"],
+        json!({"name": "acme-creds", "key": "client-id", "optional": false})
+    );
+    assert_eq!(
+        env["LUMENORE_SECRET"]["secretKeyRef"],
+        json!({"name": "acme-creds", "key": "client-secret", "optional": false})
+    );
+    assert!(!env.contains_key("LUMENORE_API_KEY"));
+    assert_eq!(env["SERVER_URL"], "https://acme.lumenore.com");
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["annotations"]["lumenore.io/credentials-hash"],
+        HASH
+    );
+
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_API_KEY"]["secretKeyRef"]["key"], "token");
+    assert!(!env.contains_key("LUMENORE_CLIENT_ID"));
+}
+
+#[test]
+fn allowed_hosts_cover_the_service_names_and_extra_hosts() {
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let env = env_map(&c);
+    assert_eq!(
+        env["LUMENORE_ALLOWED_HOSTS"],
+        "globex,globex:8080,globex.tenants,globex.tenants:8080,globex.tenants.svc,globex.tenants.svc:8080,\
+globex.tenants.svc.cluster.local,globex.tenants.svc.cluster.local:8080,mcp.globex.example.com,mcp.globex.example.com:8080"
+    );
+    assert_eq!(env["LUMENORE_ALLOWED_ORIGINS"], "https://chat.globex.example.com");
+    assert_eq!(env["LUMENORE_LISTEN"], "0.0.0.0:8080");
+    assert_eq!(env["LUMENORE_LOG_FORMAT"], "json");
+    assert_eq!(env["LUMENORE_BACKEND"], "lumenore");
+}
+
+#[test]
+fn auth_and_rate_limits_reach_the_connector() {
+    // API keys: the whole directory is mounted (no subPath) so rotation is picked up in place.
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_AUTH_MODE"], "api-keys");
+    assert_eq!(env["LUMENORE_API_KEYS_FILE"], "/etc/lumenore/api-keys/keys.json");
+    assert!(!env.contains_key("LUMENORE_ALLOW_UNAUTHENTICATED"));
+    assert_eq!(env["LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE"], "60");
+    assert_eq!(env["LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE"], "600");
+    assert_eq!(env["LUMENORE_MAX_CONCURRENT_BACKEND_CALLS"], "8");
+    assert_eq!(env["LUMENORE_PUBLIC_URL"], "https://mcp.globex.example.com/mcp");
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    let mounts = d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap();
+    let keys = mounts.iter().find(|m| m["name"] == "api-keys").unwrap();
+    assert_eq!(keys["mountPath"], "/etc/lumenore/api-keys");
+    assert!(keys.get("subPath").is_none());
+    let vols = d["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let vol = vols.iter().find(|v| v["name"] == "api-keys").unwrap();
+    assert_eq!(vol["secret"]["secretName"], "globex-api-keys");
+
+    let c = build(&connector("tenants", "initech", oauth_suspended_spec()));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_AUTH_MODE"], "oauth");
+    assert_eq!(env["LUMENORE_OAUTH_ISSUER"], "https://login.initech.example.com");
+    assert_eq!(
+        env["LUMENORE_OAUTH_AUDIENCE"],
+        "https://mcp.initech.example.com/mcp"
+    );
+    assert_eq!(
+        env["LUMENORE_OAUTH_JWKS_URL"],
+        "https://login.initech.example.com/jwks.json"
+    );
+    assert_eq!(env["LUMENORE_PUBLIC_URL"], "http://initech.tenants.svc:8080/mcp");
+
+    let c = build(&connector("tenants", "acme", minimal_spec()));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_AUTH_MODE"], "none");
+    assert_eq!(env["LUMENORE_ALLOW_UNAUTHENTICATED"], "true");
+    assert!(!env.contains_key("LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE"));
+}
+
+#[test]
+fn embedded_backend_needs_no_credentials() {
+    let c = build(&connector("demo", "demo", embedded_spec()));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_BACKEND"], "embedded");
+    assert!(!env.contains_key("SERVER_URL"));
+    assert!(!env.contains_key("LUMENORE_CLIENT_ID"));
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    assert!(d["spec"]["template"]["metadata"].get("annotations").is_none());
+}
+
+#[test]
+fn network_policy_allows_only_peers_in_and_dns_https_out() {
+    let c = build(&connector("tenants", "globex", full_spec()));
+    let np = serde_json::to_value(c.network_policy.unwrap()).unwrap();
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress"
+    );
+    assert_eq!(
+        np["spec"]["ingress"][0]["ports"],
+        json!([{"protocol": "TCP", "port": 8080}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][0]["ports"],
+        json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 443}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][1]["to"][0]["ipBlock"]["cidr"],
+        "203.0.113.0/24"
+    );
+
+    // Default: same namespace in, HTTPS anywhere out.
+    let c = build(&connector("tenants", "acme", minimal_spec()));
+    let np = serde_json::to_value(c.network_policy.unwrap()).unwrap();
+    assert_eq!(np["spec"]["ingress"][0]["from"], json!([{"podSelector": {}}]));
+    assert!(np["spec"]["egress"][1].get("to").is_none());
+}
+
+#[test]
+fn children_are_controlled_by_the_cr() {
+    let lc = connector("tenants", "acme", minimal_spec());
+    let c = build(&lc);
+    for meta in [
+        &c.service_account.metadata,
+        &c.deployment.metadata,
+        &c.service.metadata,
+        &c.network_policy.as_ref().unwrap().metadata,
+        &c.pod_disruption_budget.as_ref().unwrap().metadata,
+    ] {
+        let o = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(o.kind, "LumenoreConnector");
+        assert_eq!(o.uid, "uid-acme");
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("tenants"));
+        assert_eq!(meta.name.as_deref(), Some("acme"));
+    }
+}

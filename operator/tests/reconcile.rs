@@ -1,0 +1,686 @@
+//! Reconcile scenarios against the in-memory API server (`common::fake_api`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake_api::FakeApi;
+use common::*;
+use http::Method;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::ObjectMeta;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher;
+use lumenore_operator::builders::CREDENTIALS_HASH_ANNOTATION;
+use lumenore_operator::controller::connectors_for_secret;
+use lumenore_operator::crd::{Cloud, LumenoreConnector, MANAGER};
+use lumenore_operator::metrics::Metrics;
+use lumenore_operator::reconcile::{Context, Error, Guarded, OperatorConfig, error_policy, reconcile};
+use lumenore_operator::validate::ClusterIdentity;
+use serde_json::{Value, json};
+
+const NS: &str = "tenants";
+
+struct Env {
+    api: FakeApi,
+    ctx: Arc<Context>,
+}
+
+fn env_with(cluster: ClusterIdentity) -> Env {
+    let api = FakeApi::new();
+    let config = OperatorConfig::new(cluster, "ghcr.io/lumenore/lumenore-connector:0.1.0".into());
+    let ctx = Arc::new(Context::new(api.client(), config, Arc::new(Metrics::new())));
+    Env { api, ctx }
+}
+
+fn env() -> Env {
+    env_with(ClusterIdentity {
+        cloud: Some(Cloud::Aws),
+        region: Some("eu-west-1".into()),
+    })
+}
+
+fn secret(name: &str, pairs: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn acme_secret() -> Secret {
+    secret(
+        "acme-creds",
+        &[("client-id", "acme-client"), ("client-secret", "s3cr3t-v1")],
+    )
+}
+
+impl Env {
+    fn cr(&self, name: &str) -> LumenoreConnector {
+        self.api.get::<LumenoreConnector>(NS, name).expect("CR exists")
+    }
+
+    async fn reconcile(&self, name: &str) -> Result<Action, Error> {
+        let guard = Arc::new(DeserializeGuard(Ok(self.cr(name))));
+        reconcile(guard, self.ctx.clone()).await
+    }
+
+    /// Reconcile like the controller does: on error, apply the error policy.
+    async fn reconcile_with_policy(&self, name: &str) -> (Result<(), &'static str>, Action) {
+        let guard = Arc::new(DeserializeGuard(Ok(self.cr(name))));
+        match reconcile(guard.clone(), self.ctx.clone()).await {
+            Ok(a) => (Ok(()), a),
+            Err(e) => {
+                let reason = e.reason();
+                let a = error_policy(guard, &e, self.ctx.clone());
+                (Err(reason), a)
+            }
+        }
+    }
+
+    fn condition(&self, name: &str, type_: &str) -> Condition {
+        self.cr(name)
+            .status
+            .expect("status written")
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("condition {type_} missing"))
+    }
+
+    fn deployment(&self, name: &str) -> Deployment {
+        self.api.get::<Deployment>(NS, name).expect("deployment exists")
+    }
+
+    fn hash(&self, name: &str) -> String {
+        self.deployment(name)
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CREDENTIALS_HASH_ANNOTATION]
+            .clone()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.api
+            .events(NS)
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    fn status_patches(&self) -> usize {
+        self.api
+            .log()
+            .iter()
+            .filter(|l| l.method == Method::PATCH && l.path.ends_with("/status"))
+            .count()
+    }
+}
+
+fn assert_condition(c: &Condition, status: &str, reason: &str) {
+    assert_eq!((c.status.as_str(), c.reason.as_str()), (status, reason), "{c:?}");
+}
+
+#[tokio::test]
+async fn create_builds_every_child_and_reports_progress_until_ready() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+
+    let action = e.reconcile("acme").await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert!(e.api.get::<ServiceAccount>(NS, "acme").is_some());
+    assert!(e.api.get::<Service>(NS, "acme").is_some());
+    assert!(e.api.get::<NetworkPolicy>(NS, "acme").is_some());
+    assert!(e.api.get::<PodDisruptionBudget>(NS, "acme").is_some());
+    let d = e.deployment("acme");
+    assert_eq!(
+        d.metadata.owner_references.as_ref().unwrap()[0].uid,
+        e.cr("acme").metadata.uid.unwrap()
+    );
+    assert_eq!(e.hash("acme").len(), 64);
+
+    // Every apply used the operator's field manager, with force.
+    for l in e.api.log().iter().filter(|l| l.method == Method::PATCH) {
+        assert_eq!(l.field_manager.as_deref(), Some(MANAGER), "{l:?}");
+    }
+
+    let st = e.cr("acme").status.unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.endpoint.as_deref(), Some("http://acme.tenants.svc:8080/mcp"));
+    assert_eq!(
+        st.selector.as_deref(),
+        Some("app.kubernetes.io/instance=acme,app.kubernetes.io/name=lumenore-connector")
+    );
+    assert_condition(&e.condition("acme", "Accepted"), "True", "Accepted");
+    assert!(
+        e.condition("acme", "Accepted")
+            .message
+            .contains("auth.mode is none")
+    );
+    assert_condition(&e.condition("acme", "Available"), "False", "NoReplicasAvailable");
+    assert_condition(&e.condition("acme", "Ready"), "False", "RolloutInProgress");
+
+    // The Deployment controller brings the pod up; the next reconcile (triggered by the owned
+    // Deployment) reports Ready.
+    e.api.set_deployment_ready(NS, "acme", 1);
+    e.reconcile("acme").await.unwrap();
+    assert_condition(
+        &e.condition("acme", "Available"),
+        "True",
+        "MinimumReplicasAvailable",
+    );
+    assert_condition(&e.condition("acme", "Ready"), "True", "Ready");
+    assert_eq!(e.cr("acme").status.unwrap().ready_replicas, Some(1));
+
+    // Events on transitions only: 3 at first, then Available and Ready changed.
+    assert_eq!(
+        e.event_reasons(),
+        vec![
+            "Accepted",
+            "NoReplicasAvailable",
+            "RolloutInProgress",
+            "MinimumReplicasAvailable",
+            "Ready"
+        ]
+    );
+    let ready_since = e.condition("acme", "Ready").last_transition_time;
+
+    // Nothing changed: no status write, no event, transition time kept.
+    e.api.clear_log();
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(e.status_patches(), 0);
+    assert_eq!(e.api.events(NS).len(), 5);
+    assert_eq!(e.condition("acme", "Ready").last_transition_time, ready_since);
+    assert_eq!(e.ctx.metrics.connectors("Ready", "True"), 1);
+}
+
+#[tokio::test]
+async fn update_reaches_the_deployment_and_observed_generation() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    e.api.set_deployment_ready(NS, "acme", 1);
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "True", "Ready");
+
+    e.api.edit::<LumenoreConnector>(NS, "acme", |o| {
+        o["spec"]["replicas"] = json!(3);
+        o["spec"]["image"] = json!("ghcr.io/lumenore/lumenore-connector:9.9.9");
+    });
+    e.reconcile("acme").await.unwrap();
+    let d = e.deployment("acme");
+    assert_eq!(d.spec.replicas, Some(3));
+    assert_eq!(
+        d.spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some("ghcr.io/lumenore/lumenore-connector:9.9.9")
+    );
+    let st = e.cr("acme").status.unwrap();
+    assert_eq!(st.observed_generation, Some(2));
+    assert!(st.conditions.iter().all(|c| c.observed_generation == Some(2)));
+    assert_condition(&e.condition("acme", "Ready"), "False", "RolloutInProgress");
+
+    e.api.set_deployment_ready(NS, "acme", 3);
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "True", "Ready");
+    assert_eq!(e.cr("acme").status.unwrap().ready_replicas, Some(3));
+}
+
+#[tokio::test]
+async fn missing_secret_then_missing_key_then_created_recovers_by_itself() {
+    let e = env();
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "False", "SecretNotFound");
+    assert!(e.condition("acme", "Ready").message.contains("acme-creds"));
+    assert_condition(&e.condition("acme", "Accepted"), "True", "Accepted");
+    assert!(
+        e.api.get::<Deployment>(NS, "acme").is_none(),
+        "nothing deployed without credentials"
+    );
+    let ev = e.api.events(NS);
+    let warn = ev
+        .iter()
+        .find(|e| e["reason"] == "SecretNotFound")
+        .expect("event");
+    assert_eq!(warn["type"], "Warning");
+
+    e.api.put(&secret("acme-creds", &[("client-id", "acme-client")]));
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "False", "SecretKeyMissing");
+    assert!(e.condition("acme", "Ready").message.contains("client-secret"));
+    assert!(e.event_reasons().contains(&"SecretKeyMissing".to_string()));
+
+    e.api.put(&acme_secret());
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<Deployment>(NS, "acme").is_some());
+    assert_condition(&e.condition("acme", "Ready"), "False", "RolloutInProgress");
+    e.api.set_deployment_ready(NS, "acme", 1);
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "True", "Ready");
+
+    // Secret values never reach status, events or the Deployment.
+    let everything = format!(
+        "{} {} {}",
+        serde_json::to_string(&e.cr("acme")).unwrap(),
+        serde_json::to_string(&e.api.events(NS)).unwrap(),
+        serde_json::to_string(&e.deployment("acme")).unwrap()
+    );
+    assert!(!everything.contains("s3cr3t-v1") && !everything.contains("acme-client"));
+}
+
+#[tokio::test]
+async fn rotating_the_secret_changes_the_pod_template_hash() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    let before = e.hash("acme");
+    let gen_before = e.deployment("acme").metadata.generation;
+
+    // Unrelated keys in the Secret do not roll the pods.
+    e.api.put(&secret(
+        "acme-creds",
+        &[
+            ("client-id", "acme-client"),
+            ("client-secret", "s3cr3t-v1"),
+            ("unused", "x"),
+        ],
+    ));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(e.hash("acme"), before);
+    assert_eq!(e.deployment("acme").metadata.generation, gen_before);
+
+    e.api.put(&secret(
+        "acme-creds",
+        &[("client-id", "acme-client"), ("client-secret", "s3cr3t-v2")],
+    ));
+    e.reconcile("acme").await.unwrap();
+    let after = e.hash("acme");
+    assert_ne!(before, after);
+    assert!(
+        e.deployment("acme").metadata.generation > gen_before,
+        "pod template changed: new rollout"
+    );
+}
+
+#[tokio::test]
+async fn secret_events_map_to_the_connectors_that_use_them() {
+    let (reader, mut writer) = reflector::store::<Guarded>();
+    let mut apply = |ns: &str, name: &str, spec: Value| {
+        let g = DeserializeGuard(Ok(connector(ns, name, spec)));
+        writer.apply_watcher_event(&watcher::Event::Apply(g));
+    };
+    apply(NS, "acme", minimal_spec());
+    let mut other = minimal_spec();
+    other["tenant"] = json!("acme2");
+    apply(NS, "acme2", other.clone());
+    apply("elsewhere", "acme3", other);
+    apply(NS, "globex", full_spec());
+
+    let names = |refs: Vec<ObjectRef<Guarded>>| {
+        let mut v: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(connectors_for_secret(&reader, NS, "acme-creds")),
+        vec!["acme", "acme2"]
+    );
+    assert_eq!(
+        names(connectors_for_secret(&reader, "elsewhere", "acme-creds")),
+        vec!["acme3"]
+    );
+    assert_eq!(
+        names(connectors_for_secret(&reader, NS, "globex-api-keys")),
+        vec!["globex"]
+    );
+    assert!(connectors_for_secret(&reader, NS, "unrelated").is_empty());
+}
+
+#[tokio::test]
+async fn a_connector_for_another_region_is_not_deployed_and_says_why() {
+    let e = env_with(ClusterIdentity {
+        cloud: Some(Cloud::Aws),
+        region: Some("eu-central-1".into()),
+    });
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    let action = e.reconcile("acme").await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let c = e.condition("acme", "Accepted");
+    assert_condition(&c, "False", "RegionMismatch");
+    assert!(
+        c.message.contains("eu-central-1") && c.message.contains("eu-west-1"),
+        "{}",
+        c.message
+    );
+    assert_condition(&e.condition("acme", "Ready"), "False", "RegionMismatch");
+    assert!(e.api.names::<Deployment>(NS).is_empty());
+    assert!(e.api.names::<Service>(NS).is_empty());
+    assert!(e.event_reasons().contains(&"RegionMismatch".to_string()));
+
+    let e = env_with(ClusterIdentity {
+        cloud: Some(Cloud::Gcp),
+        region: None,
+    });
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    let c = e.condition("acme", "Accepted");
+    assert_condition(&c, "False", "RegionMismatch");
+    assert!(c.message.contains("cloud gcp"), "{}", c.message);
+}
+
+#[tokio::test]
+async fn suspend_scales_to_zero_keeps_objects_and_says_so() {
+    let e = env();
+    e.api.put(&acme_secret());
+    let mut spec = minimal_spec();
+    spec["replicas"] = json!(2);
+    e.api.put(&connector(NS, "acme", spec));
+    e.reconcile("acme").await.unwrap();
+    e.api.set_deployment_ready(NS, "acme", 2);
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<PodDisruptionBudget>(NS, "acme").is_some());
+
+    e.api
+        .edit::<LumenoreConnector>(NS, "acme", |o| o["spec"]["suspend"] = json!(true));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(e.deployment("acme").spec.replicas, Some(0));
+    assert!(
+        e.api.get::<PodDisruptionBudget>(NS, "acme").is_none(),
+        "a PDB would block a scale to zero drain"
+    );
+    assert!(e.api.get::<Service>(NS, "acme").is_some());
+    assert!(e.api.get::<ServiceAccount>(NS, "acme").is_some());
+    assert_condition(&e.condition("acme", "Ready"), "False", "Suspended");
+    assert_condition(&e.condition("acme", "Available"), "False", "Suspended");
+    assert!(e.condition("acme", "Ready").message.contains("suspend"));
+
+    e.api
+        .edit::<LumenoreConnector>(NS, "acme", |o| o["spec"]["suspend"] = json!(false));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(e.deployment("acme").spec.replicas, Some(2));
+    assert!(e.api.get::<PodDisruptionBudget>(NS, "acme").is_some());
+}
+
+#[tokio::test]
+async fn children_no_longer_asked_for_are_pruned_but_foreign_objects_are_not() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<NetworkPolicy>(NS, "acme").is_some());
+
+    e.api.edit::<LumenoreConnector>(NS, "acme", |o| {
+        o["spec"]["network"]["networkPolicy"] = json!(false);
+        o["spec"]["replicas"] = json!(1);
+    });
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<NetworkPolicy>(NS, "acme").is_none());
+    assert!(e.api.get::<PodDisruptionBudget>(NS, "acme").is_none());
+
+    // Someone else's PDB with the same name is left alone.
+    e.api.put(&PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some("acme".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<PodDisruptionBudget>(NS, "acme").is_some());
+}
+
+#[tokio::test]
+async fn deleting_the_cr_removes_its_children_through_owner_references() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    e.api.put(&secret("unrelated", &[("a", "b")]));
+
+    // A CR being deleted is not reconciled again.
+    e.api.edit::<LumenoreConnector>(NS, "acme", |o| {
+        o["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+    });
+    e.api.clear_log();
+    assert_eq!(e.reconcile("acme").await.unwrap(), Action::await_change());
+    assert!(
+        e.api.log().is_empty(),
+        "no API call for a deleted CR: {:?}",
+        e.api.log()
+    );
+
+    e.api.remove::<LumenoreConnector>(NS, "acme");
+    assert_eq!(e.api.collect_garbage(), 5);
+    assert!(e.api.names::<Deployment>(NS).is_empty());
+    assert!(
+        e.api.get::<Secret>(NS, "acme-creds").is_some(),
+        "the Secret is not owned"
+    );
+}
+
+#[tokio::test]
+async fn out_of_band_edits_survive_reconciles() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+
+    // An HPA sets replicas, `kubectl rollout restart` sets the restart annotation, another tool labels the Service.
+    e.api.edit::<Deployment>(NS, "acme", |d| {
+        d["spec"]["replicas"] = json!(7);
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+            json!("2026-11-21T10:00:00Z");
+    });
+    e.api
+        .edit::<Service>(NS, "acme", |s| s["metadata"]["labels"]["team"] = json!("data"));
+    e.reconcile("acme").await.unwrap();
+
+    let d = e.deployment("acme");
+    assert_eq!(d.spec.replicas, Some(7));
+    let ann = d.spec.template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(ann["kubectl.kubernetes.io/restartedAt"], "2026-11-21T10:00:00Z");
+    assert!(ann.contains_key(CREDENTIALS_HASH_ANNOTATION));
+    assert_eq!(
+        e.api.get::<Service>(NS, "acme").unwrap().metadata.labels.unwrap()["team"],
+        "data"
+    );
+
+    // …because the operator never claims those fields in what it applies.
+    let applied = e.api.applied_by::<Deployment>(NS, "acme", MANAGER).unwrap();
+    assert!(applied["spec"].get("replicas").is_none());
+    assert!(
+        applied["spec"]["template"]["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/restartedAt")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn conflicts_and_server_errors_back_off_per_object_and_recover() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.api.put(&connector(NS, "other", {
+        let mut s = minimal_spec();
+        s["tenant"] = json!("other");
+        s
+    }));
+
+    e.api.fail_next(Method::PATCH, "/deployments/acme", 409, 2);
+    let (r, a) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Err("Conflict"));
+    assert_eq!(a, Action::requeue(Duration::from_secs(1)));
+    let (r, a) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Err("Conflict"));
+    assert_eq!(a, Action::requeue(Duration::from_secs(2)), "exponential backoff");
+    assert_eq!(e.ctx.failure_count("tenants/acme"), 2);
+    // Another object is not slowed down by acme's failures.
+    assert_eq!(e.ctx.failure_count("tenants/other"), 0);
+    let (r, _) = e.reconcile_with_policy("other").await;
+    assert_eq!(r, Ok(()));
+
+    // The fault is gone: success resets the backoff.
+    let (r, a) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(a, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(e.ctx.failure_count("tenants/acme"), 0);
+
+    // A 500 reading the Secret: nothing applied, nothing written to status, retried.
+    e.api.fail_next(Method::GET, "/secrets/acme-creds", 500, 1);
+    e.api.clear_log();
+    let (r, a) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Err("ServerError"));
+    assert_eq!(a, Action::requeue(Duration::from_secs(1)));
+    assert_eq!(e.status_patches(), 0);
+    let (r, _) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Ok(()));
+
+    // A 503 on the status write is an error too (the next attempt writes it).
+    e.api
+        .fail_next(Method::PATCH, "/lumenoreconnectors/acme/status", 503, 1);
+    e.api.set_deployment_ready(NS, "acme", 1);
+    let (r, _) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Err("ServerError"));
+    let (r, _) = e.reconcile_with_policy("acme").await;
+    assert_eq!(r, Ok(()));
+    assert_condition(&e.condition("acme", "Ready"), "True", "Ready");
+
+    let metrics = e.ctx.metrics.encode();
+    assert!(
+        metrics.contains("lumenore_operator_reconcile_failures_total{reason=\"Conflict\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lumenore_operator_reconcile_failures_total{reason=\"ServerError\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn backoff_is_capped() {
+    let e = env();
+    let cfg = &e.ctx.config;
+    assert_eq!(
+        lumenore_operator::reconcile::backoff_delay(cfg, 1),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        lumenore_operator::reconcile::backoff_delay(cfg, 4),
+        Duration::from_secs(8)
+    );
+    assert_eq!(
+        lumenore_operator::reconcile::backoff_delay(cfg, 40),
+        Duration::from_secs(300)
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_skipped() {
+    let e = env();
+    // Stored before a schema existed: an unknown cloud does not deserialize.
+    let raw = json!({
+        "apiVersion": "lumenore.io/v1alpha1", "kind": "LumenoreConnector",
+        "metadata": {"name": "broken", "namespace": NS},
+        "spec": {"tenant": "broken", "region": {"cloud": "mars", "name": "olympus"}}
+    });
+    let mut cr: LumenoreConnector = serde_json::from_value(json!({
+        "apiVersion": "lumenore.io/v1alpha1", "kind": "LumenoreConnector",
+        "metadata": {"name": "broken", "namespace": NS},
+        "spec": minimal_spec()
+    }))
+    .unwrap();
+    cr.metadata.name = Some("broken".into());
+    e.api.put(&cr);
+    e.api
+        .edit::<LumenoreConnector>(NS, "broken", |o| o["spec"] = raw["spec"].clone());
+    let stored = e.api.get_raw::<LumenoreConnector>(NS, "broken").unwrap();
+    let guard: Guarded = serde_json::from_value(stored).unwrap();
+    assert!(guard.0.is_err(), "the object must not deserialize");
+
+    let action = reconcile(Arc::new(guard), e.ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change(), "skipped until it changes");
+    let status = &e.api.get_raw::<LumenoreConnector>(NS, "broken").unwrap()["status"];
+    let accepted = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .unwrap();
+    assert_eq!(accepted["status"], "False");
+    assert_eq!(accepted["reason"], "InvalidObject");
+    assert!(
+        accepted["message"].as_str().unwrap().contains("mars"),
+        "{accepted}"
+    );
+    assert!(e.event_reasons().contains(&"InvalidObject".to_string()));
+
+    // Other objects keep working.
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    assert!(e.api.get::<Deployment>(NS, "acme").is_some());
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_rejected_with_the_rule() {
+    let e = env();
+    e.api.put(&acme_secret());
+    let mut spec = minimal_spec();
+    spec["tenant"] = json!("Not_A_Label");
+    e.api.put(&connector(NS, "acme", spec));
+    assert_eq!(e.reconcile("acme").await.unwrap(), Action::await_change());
+    let c = e.condition("acme", "Accepted");
+    assert_condition(&c, "False", "InvalidSpec");
+    assert!(c.message.contains("DNS label"));
+    assert!(e.api.names::<Deployment>(NS).is_empty());
+}
+
+#[tokio::test]
+async fn api_keys_secret_is_checked_but_does_not_roll_pods() {
+    let e = env_with(ClusterIdentity::default());
+    e.api.put(&secret("globex-creds", &[("token", "tok-1")]));
+    e.api.put(&connector(NS, "globex", full_spec()));
+    e.reconcile("globex").await.unwrap();
+    assert_condition(&e.condition("globex", "Ready"), "False", "SecretNotFound");
+    assert!(e.condition("globex", "Ready").message.contains("globex-api-keys"));
+
+    e.api
+        .put(&secret("globex-api-keys", &[("keys.json", "[{\"id\":\"k1\"}]")]));
+    e.reconcile("globex").await.unwrap();
+    let before = e.hash("globex");
+    e.api
+        .put(&secret("globex-api-keys", &[("keys.json", "[{\"id\":\"k2\"}]")]));
+    e.reconcile("globex").await.unwrap();
+    assert_eq!(
+        e.hash("globex"),
+        before,
+        "keys are reloaded in place by the connector"
+    );
+}
