@@ -20,6 +20,9 @@
 # Env:   TOOLS_DIR=/path   override install location
 #        INSTALL_OHA=1     also cargo-install oha
 set -euo pipefail
+# The whole script is one { ... } block so bash parses it fully before running
+# it: a checkout that rewrites this file mid-run cannot change what runs.
+{
 
 # ---- pinned versions --------------------------------------------------------
 NODE_VERSION=22.23.3
@@ -237,3 +240,5 @@ debver() { dpkg-query -W -f='${Version}' "$1"; }
   if [[ -x "$BIN_DIR/oha" ]]; then echo "oha:                 $("$BIN_DIR/oha" --version | awk '{print $NF}')"; fi
 }
 log "tools ready in $TOOLS_DIR ($(($(date +%s) - start_ts))s); use: source .ci/env.sh"
+exit 0
+}
