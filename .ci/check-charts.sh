@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Checks of the Helm chart (charts/lumenore-operator), all offline:
+#   1. the chart's CRD copy equals crds/ (byte for byte, and the rendered CRD semantically)
+#   2. helm lint --strict with every values file of charts/lumenore-operator/ci/
+#   3. helm template with each of them; the output validated against Kubernetes 1.35 schemas with
+#      unknown fields rejected (kubernetes-validate --strict); LumenoreConnector objects validated
+#      with check-jsonschema against the CRD's own openAPIV3Schema; properties of the output asserted
+#      (security context, RBAC scope, images, CRD keep policy, no CRD when crds.install=false)
+#   4. negative tests: bad values files must be rejected by values.schema.json (failure and message
+#      asserted); bad manifests must be rejected by the validators themselves
+#   5. then .ci/check-examples.sh (examples/) and .ci/gen-values-doc.sh --check (docs/install.md)
+# Usage: bash .ci/check-charts.sh          (after bash .ci/install-tools.sh)
+# Env:   SKIP_EXAMPLES=1 / SKIP_DOCS=1    skip step 5's parts
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+# shellcheck source=env.sh
+source .ci/env.sh
+
+K8S_VERSION=1.35.0
+CHART=charts/lumenore-operator
+CRD=crds/lumenore.io_lumenoreconnectors.yaml
+CHART_CRD=$CHART/files/crds/lumenore.io_lumenoreconnectors.yaml
+PY="$TOOLS_DIR/venv/bin/python"
+RELEASE=lumenore
+NS=lumenore-system
+
+for t in helm kubectl kubernetes-validate check-jsonschema; do
+  command -v "$t" >/dev/null || { echo "missing tool: $t (run: bash .ci/install-tools.sh)" >&2; exit 2; }
+done
+[[ -x "$PY" ]] || { echo "missing $PY (run: bash .ci/install-tools.sh)" >&2; exit 2; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/check-charts.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+start=$(date +%s)
+checks=0
+fails=0
+pass() { checks=$((checks + 1)); printf '  ok    %s\n' "$*"; }
+fail() { checks=$((checks + 1)); fails=$((fails + 1)); printf '  FAIL  %s\n' "$*"; }
+section() { printf '\n== %s\n' "$*"; }
+indent() { sed 's/^/        /'; }
+expect_line() { sed -n '1s/^# expect: //p' "$1"; }
+
+# ---- 1. CRD copy -----------------------------------------------------------------------------
+section "CRD: chart copy vs $CRD"
+if cmp -s "$CRD" "$CHART_CRD"; then
+  pass "$CHART_CRD is byte-identical to $CRD"
+else
+  fail "$CHART_CRD differs from $CRD: run .ci/sync-chart-crd.sh"
+  diff -u "$CHART_CRD" "$CRD" | head -40 | indent || true
+fi
+helm template "$RELEASE" "$CHART" -n "$NS" --show-only templates/crds.yaml >"$work/crd-rendered.yaml"
+if "$PY" .ci/k8s_manifests.py crd-equal "$CRD" "$work/crd-rendered.yaml" >"$work/crd-eq.log" 2>&1; then
+  pass "rendered CRD equals $CRD (ignoring metadata.annotations/labels)"
+else
+  fail "rendered CRD differs from $CRD"; indent <"$work/crd-eq.log"
+fi
+if grep -q 'helm.sh/resource-policy: keep' "$work/crd-rendered.yaml"; then
+  pass "rendered CRD carries helm.sh/resource-policy: keep"
+else
+  fail "rendered CRD lacks helm.sh/resource-policy: keep"
+fi
+n=$(helm template "$RELEASE" "$CHART" -n "$NS" --set crds.install=false | "$PY" .ci/k8s_manifests.py count-kind CustomResourceDefinition /dev/stdin)
+if [[ "$n" == 0 ]]; then pass "crds.install=false renders no CustomResourceDefinition"; else fail "crds.install=false still renders $n CRD(s)"; fi
+n=$(helm template "$RELEASE" "$CHART" -n "$NS" --set crds.keep=false --show-only templates/crds.yaml | grep -c 'resource-policy' || true)
+if [[ "$n" == 0 ]]; then pass "crds.keep=false drops the keep annotation"; else fail "crds.keep=false still renders the keep annotation"; fi
+
+# JSON Schema of LumenoreConnector from the CRD (used for every CR below and in check-examples.sh).
+section "JSON Schema of LumenoreConnector from $CRD"
+"$PY" .ci/k8s_manifests.py crd-schema "$CRD" "$work/lumenoreconnector.schema.json"
+
+# ---- 2. lint -----------------------------------------------------------------------------------
+section "helm lint --strict"
+values_files=("$CHART"/ci/*-values.yaml)
+for f in "${values_files[@]}"; do
+  if helm lint --strict "$CHART" -n "$NS" -f "$f" >"$work/lint.log" 2>&1; then
+    pass "helm lint --strict -f $f"
+  else
+    fail "helm lint --strict -f $f"; indent <"$work/lint.log"
+  fi
+done
+
+# ---- 3. render + validate ----------------------------------------------------------------------
+validate_dir() { # label dir-with-builtin/cr/other
+  local label=$1 dir=$2
+  if compgen -G "$dir/builtin/*.yaml" >/dev/null; then
+    if kubernetes-validate -k "$K8S_VERSION" --strict --quiet "$dir"/builtin/*.yaml >"$work/kv.log" 2>&1; then
+      pass "$label: $(ls "$dir"/builtin | wc -l) built-in objects valid for Kubernetes $K8S_VERSION (--strict)"
+    else
+      fail "$label: kubernetes-validate --strict"; indent <"$work/kv.log"
+    fi
+  fi
+  if compgen -G "$dir/cr/*.json" >/dev/null; then
+    if check-jsonschema --schemafile "$work/lumenoreconnector.schema.json" "$dir"/cr/*.json >"$work/cj.log" 2>&1; then
+      pass "$label: $(ls "$dir"/cr | wc -l) LumenoreConnector objects valid against the CRD schema"
+    else
+      fail "$label: LumenoreConnector objects vs CRD schema"; indent <"$work/cj.log"
+    fi
+  fi
+  local o
+  for o in "$dir"/other/*.yaml; do
+    [[ -e "$o" ]] || continue
+    # No offline schema for third-party kinds (ServiceMonitor): check the fields the chart sets.
+    if "$PY" - "$o" <<'EOF' >"$work/other.log" 2>&1; then
+import sys, yaml
+d = yaml.safe_load(open(sys.argv[1]))
+assert d["apiVersion"] == "monitoring.coreos.com/v1" and d["kind"] == "ServiceMonitor", "unexpected kind"
+assert d["spec"]["selector"]["matchLabels"], "no selector"
+assert all(e.get("port") for e in d["spec"]["endpoints"]), "endpoint without port"
+EOF
+      pass "$label: $(basename "$o") (ServiceMonitor: selector and endpoints set; no offline schema)"
+    else
+      fail "$label: $(basename "$o")"; indent <"$work/other.log"
+    fi
+  done
+}
+
+assert_render() { # label rendered-file python-assertions
+  local label=$1 file=$2 code=$3
+  if "$PY" - "$file" >"$work/assert.log" 2>&1 <<EOF; then
+import sys, yaml
+objs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def kinds(k): return [o for o in objs if o["kind"] == k]
+$code
+EOF
+    pass "$label"
+  else
+    fail "$label"; indent <"$work/assert.log"
+  fi
+}
+
+section "helm template + offline validation (Kubernetes $K8S_VERSION)"
+for f in "${values_files[@]}"; do
+  name=$(basename "$f" -values.yaml)
+  out="$work/render-$name.yaml"
+  if ! helm template "$RELEASE" "$CHART" -n "$NS" -f "$f" >"$out" 2>"$work/tpl.log"; then
+    fail "helm template -f $f"; indent <"$work/tpl.log"; continue
+  fi
+  pass "helm template -f $f ($(grep -c '^kind:' "$out") objects)"
+  "$PY" .ci/k8s_manifests.py split --crd="$CRD" "$work/split-$name" "$out" | indent
+  validate_dir "$name" "$work/split-$name"
+done
+
+assert_render "default: hardened operator pod (non-root, read-only root fs, no escalation, drop ALL, seccomp, probes, resources)" \
+  "$work/render-default.yaml" '
+d = kinds("Deployment")[0]["spec"]["template"]["spec"]
+c = d["containers"][0]
+sc, psc = c["securityContext"], d["securityContext"]
+assert psc["runAsNonRoot"] and psc["runAsUser"] == 65532 and psc["seccompProfile"]["type"] == "RuntimeDefault", psc
+assert sc["readOnlyRootFilesystem"] and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], sc
+assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+assert "--leader-elect=false" in c["args"] and kinds("Deployment")[0]["spec"]["strategy"]["type"] == "Recreate"
+assert [o["kind"] for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")] == ["ClusterRole", "ClusterRoleBinding"]
+assert not kinds("Lease") and not [r for r in kinds("Role")], "no leader-election Role with one replica"
+assert kinds("ServiceAccount")[0]["automountServiceAccountToken"] is False
+'
+assert_render "default: RBAC is least privilege (no wildcards, no secrets writes, delete only on networkpolicies/pdbs)" \
+  "$work/render-default.yaml" '
+rules = kinds("ClusterRole")[0]["rules"]
+for r in rules:
+    assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r["apiGroups"], r
+    if "secrets" in r["resources"]: assert sorted(r["verbs"]) == ["get", "list", "watch"], r
+    if "delete" in r["verbs"]: assert set(r["resources"]) <= {"networkpolicies", "poddisruptionbudgets"}, r
+    assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
+'
+assert_render "namespace-scoped: only Roles/RoleBindings (in tenants-eu, tenants-us; Lease Role in $NS), leader election on" \
+  "$work/render-namespace-scoped.yaml" '
+assert not kinds("ClusterRole") and not kinds("ClusterRoleBinding"), "cluster-wide RBAC rendered"
+roles = sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds("Role"))
+assert roles == [("lumenore-system", "lumenore-lumenore-operator-leader-election"), ("tenants-eu", "lumenore-lumenore-operator"), ("tenants-us", "lumenore-lumenore-operator")], roles
+assert len(kinds("RoleBinding")) == 3
+c = kinds("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+assert "--leader-elect=true" in c["args"] and "--watch-namespaces=tenants-eu,tenants-us" in c["args"], c["args"]
+assert "--cluster-cloud=aws" in c["args"] and "--cluster-region=eu-west-1" in c["args"], c["args"]
+lease = [r for r in kinds("Role") if r["metadata"]["name"].endswith("leader-election")][0]
+assert {"coordination.k8s.io"} == {g for r in lease["rules"] for g in r["apiGroups"]}
+np = kinds("NetworkPolicy")[0]["spec"]
+assert np["ingress"][0]["ports"][0]["port"] == 8080 and np["egress"][1]["to"][0]["ipBlock"]["cidr"] == "10.0.0.1/32"
+'
+assert_render "air-gapped: images from the mirror by digest, pull secrets, no CRD" \
+  "$work/render-airgapped.yaml" '
+d = kinds("Deployment")[0]["spec"]["template"]["spec"]
+c = d["containers"][0]
+assert c["image"] == "registry.corp.internal:5000/mirror/lumenore/lumenore-operator@sha256:" + "0" * 63 + "1", c["image"]
+assert "--connector-image=registry.corp.internal:5000/mirror/lumenore/lumenore-connector@sha256:" + "0" * 63 + "2" in c["args"], c["args"]
+assert d["imagePullSecrets"] == [{"name": "corp-mirror-pull"}, {"name": "extra-pull"}], d["imagePullSecrets"]
+assert not kinds("CustomResourceDefinition")
+'
+assert_render "tenants: 4 LumenoreConnectors, 2 Secrets created from values, regions from cluster.*" \
+  "$work/render-tenants.yaml" '
+lcs = {o["metadata"]["name"]: o["spec"] for o in kinds("LumenoreConnector")}
+assert sorted(lcs) == ["acme", "demo", "globex-connector", "initech"], sorted(lcs)
+assert lcs["acme"]["credentials"] == {"secretName": "acme-lumenore", "clientIdKey": "clientId", "clientSecretKey": "clientSecret"}
+assert lcs["globex-connector"]["credentials"] == {"secretName": "globex-connector-credentials", "apiTokenKey": "apiToken"}
+assert all(s["region"] == {"cloud": "azure", "name": "westeurope"} for s in lcs.values())
+assert "credentials" not in lcs["demo"] and lcs["demo"]["backend"] == "embedded"
+assert sorted(s["metadata"]["name"] for s in kinds("Secret")) == ["globex-connector-credentials", "initech-credentials"]
+'
+
+# ---- 4. negative tests ---------------------------------------------------------------------------
+section "values.schema.json rejects bad values (failure and message asserted)"
+for f in "$CHART"/tests/bad-values/*.yaml; do
+  expect=$(expect_line "$f")
+  [[ -n "$expect" ]] || { fail "$f: no '# expect:' first line"; continue; }
+  if helm template "$RELEASE" "$CHART" -n "$NS" -f "$f" >"$work/neg.log" 2>&1; then
+    fail "$f was ACCEPTED (expected: $expect)"
+  elif grep -qF -- "$expect" "$work/neg.log"; then
+    pass "$(basename "$f"): rejected with \"$expect\""
+  else
+    fail "$f rejected, but without \"$expect\":"; indent <"$work/neg.log"
+  fi
+done
+
+section "the validators reject bad manifests (unknown fields, broken rules)"
+for f in "$CHART"/tests/bad-manifests/*.yaml; do
+  expect=$(expect_line "$f")
+  rm -rf "$work/neg"
+  "$PY" .ci/k8s_manifests.py split --crd="$CRD" "$work/neg" "$f" >/dev/null
+  if compgen -G "$work/neg/cr/*.json" >/dev/null; then
+    check-jsonschema --schemafile "$work/lumenoreconnector.schema.json" "$work"/neg/cr/*.json >"$work/neg.log" 2>&1 && rc=0 || rc=$?
+  else
+    kubernetes-validate -k "$K8S_VERSION" --strict --quiet "$work"/neg/builtin/*.yaml >"$work/neg.log" 2>&1 && rc=0 || rc=$?
+  fi
+  if [[ $rc == 0 ]]; then
+    fail "$f was ACCEPTED (expected: $expect)"
+  elif grep -qF -- "$expect" "$work/neg.log"; then
+    pass "$(basename "$f"): rejected with \"$expect\""
+  else
+    fail "$f rejected, but without \"$expect\":"; indent <"$work/neg.log"
+  fi
+done
+
+# ---- 5. examples and docs ---------------------------------------------------------------------
+if [[ "${SKIP_EXAMPLES:-0}" != 1 && -f .ci/check-examples.sh ]]; then
+  section "examples (.ci/check-examples.sh)"
+  if LC_SCHEMA="$work/lumenoreconnector.schema.json" bash .ci/check-examples.sh 2>&1 | indent; then
+    pass ".ci/check-examples.sh"
+  else
+    fail ".ci/check-examples.sh"
+  fi
+fi
+if [[ "${SKIP_DOCS:-0}" != 1 && -f .ci/gen-values-doc.sh ]]; then
+  section "docs/install.md values table (.ci/gen-values-doc.sh --check)"
+  if bash .ci/gen-values-doc.sh --check >"$work/doc.log" 2>&1; then
+    pass "docs/install.md values reference matches values.schema.json"
+  else
+    fail "docs/install.md values reference is stale: run bash .ci/gen-values-doc.sh"; indent <"$work/doc.log"
+  fi
+fi
+
+printf '\n%d checks, %d failed, %ss\n' "$checks" "$fails" "$(($(date +%s) - start))"
+[[ $fails == 0 ]]
