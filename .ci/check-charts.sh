@@ -108,7 +108,7 @@ assert d["apiVersion"] == "monitoring.coreos.com/v1" and d["kind"] == "ServiceMo
 assert d["spec"]["selector"]["matchLabels"], "no selector"
 assert all(e.get("port") for e in d["spec"]["endpoints"]), "endpoint without port"
 EOF
-      pass "$label: $(basename "$o") (ServiceMonitor: selector and endpoints set; no offline schema)"
+      pass "$label: ServiceMonitor $(basename "$o" .yaml | cut -d@ -f3) (selector and endpoints set; no offline schema)"
     else
       fail "$label: $(basename "$o")"; indent <"$work/other.log"
     fi

@@ -83,6 +83,8 @@ def cmd_split(out_dir, files, crd_path=None):
                 sub = "cr"
             else:
                 sub = "builtin" if is_builtin(api) else "other"
+                if sub == "other":  # named <n>@<group>_<Kind>@<name>.yaml: the schema to use is in the name
+                    base = f"{n:03d}@{group}_{kind}@{name}".replace("/", "_")
                 with open(os.path.join(out_dir, sub, base + ".yaml"), "w", encoding="utf-8") as f:
                     yaml.safe_dump(d, f, sort_keys=False)
             counts[f"{sub}:{kind}"] = counts.get(f"{sub}:{kind}", 0) + 1
