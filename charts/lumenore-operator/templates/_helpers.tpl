@@ -108,6 +108,8 @@ metadata:
     # Never deleted by helm uninstall or an upgrade that stops rendering it: deleting the CRD
     # deletes every LumenoreConnector.
     helm.sh/resource-policy: keep
+    # The same for Argo CD, which does not read Helm's annotation.
+    argocd.argoproj.io/sync-options: Delete=false
     {{- end }}
     lumenore.io/chart-version: {{ .Chart.Version | quote }}
   labels:
