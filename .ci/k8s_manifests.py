@@ -97,11 +97,57 @@ def cmd_split(out_dir, files, crd_path=None):
 STR = r"'((?:[^'\\]|\\.)*)'"
 
 
+def translate_has_expr(r):
+    """`has(self.a) && !has(self.b) || (...)` -> JSON Schema (required / not required), or None."""
+    tokens = re.findall(r"!?has\(self\.\w+\)|&&|\|\||\(|\)|\S+", r)
+    if not tokens or any(not (re.fullmatch(r"!?has\(self\.\w+\)", t) or t in ("&&", "||", "(", ")"))
+                         for t in tokens):
+        return None
+    pos = 0
+
+    def atom():
+        nonlocal pos
+        t = tokens[pos]
+        pos += 1
+        if t == "(":
+            e = disj()
+            assert tokens[pos] == ")"
+            pos += 1
+            return e
+        field = re.search(r"self\.(\w+)", t).group(1)
+        return {"not": {"required": [field]}} if t.startswith("!") else {"required": [field]}
+
+    def conj():
+        nonlocal pos
+        parts = [atom()]
+        while pos < len(tokens) and tokens[pos] == "&&":
+            pos += 1
+            parts.append(atom())
+        return parts[0] if len(parts) == 1 else {"allOf": parts}
+
+    def disj():
+        nonlocal pos
+        parts = [conj()]
+        while pos < len(tokens) and tokens[pos] == "||":
+            pos += 1
+            parts.append(conj())
+        return parts[0] if len(parts) == 1 else {"anyOf": parts}
+
+    try:
+        e = disj()
+        return {"allOf": [e]} if pos == len(tokens) else None
+    except (AssertionError, IndexError):
+        return None
+
+
 def translate_rule(rule):
     """A JSON Schema equivalent of a simple CEL rule, or None."""
     r = " ".join(rule.split())
     if r == "self == oldSelf":
         return "transition"  # immutability: needs the old object, not checkable offline
+    h = translate_has_expr(r)
+    if h is not None:
+        return h
     parts = [p.strip() for p in r.split("&&")]
     out = {"allOf": []}
     for p in parts:
