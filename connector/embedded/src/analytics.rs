@@ -69,7 +69,8 @@ pub(crate) fn split_series(t: &Table, period_col: &str, group_by: &[String], m: 
             HashMap::new()
         });
         if let Some(v) = value_f64(&r[mi]) {
-            e.insert(p, v);
+            // several rows per (period, group) are summed (used for additive driver breakdowns)
+            *e.entry(p).or_insert(0.0) += v;
         }
     }
     all_periods.sort();
@@ -253,6 +254,9 @@ pub(crate) fn run(
 
 type Out = (crate::plan::Sql, Table, Json);
 
+/// A dimension member and its mean level in each segment between change points.
+type MemberSegments = (String, Vec<f64>);
+
 fn time_series_plan(
     ctx: &Ctx,
     plan: &mut Plan,
@@ -401,12 +405,12 @@ fn horizon_in(g: Grain, periods: usize, hg: Grain) -> Option<usize> {
         return Some(periods);
     }
     if let (Some(a), Some(b)) = (months(hg), months(g))
-        && (periods * a) % b == 0
+        && (periods * a).is_multiple_of(b)
     {
         return Some(periods * a / b);
     }
     if let (Some(a), Some(b)) = (days(hg), days(g))
-        && (periods * a) % b == 0
+        && (periods * a).is_multiple_of(b)
     {
         return Some(periods * a / b);
     }
@@ -438,7 +442,7 @@ fn forecast(y: &[f64], h: usize, season: Option<usize>) -> Result<Fc, String> {
             hi95: i95.upper,
         })
     };
-    if let Some(s) = season.filter(|s| y.len() >= 2 * s + 2) {
+    if let Some(s) = season.filter(|s| y.len() >= 2 * s) {
         let trend = AutoETS::non_seasonal().into_trend_model();
         let fitted = MSTLModel::new(vec![s], trend).fit(y).map_err(|e| e.to_string())?;
         let f80 = fitted.predict(h, 0.8).map_err(|e| e.to_string())?;
@@ -577,13 +581,15 @@ const OUTLIER_THRESHOLD: f64 = 3.5;
 
 fn outliers(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
     ctx.require_measure(plan)?;
-    if plan.group_by.is_empty() && plan.grain.is_none() {
-        if let Some(k) = &ctx.ds.key {
-            plan.group_by.push(k.clone());
-            plan.notes
-                .push(format!("no grouping in the question: scored each {k}"));
-        }
+    if plan.group_by.is_empty()
+        && plan.grain.is_none()
+        && let Some(k) = &ctx.ds.key
+    {
+        plan.group_by.push(k.clone());
+        plan.notes
+            .push(format!("no grouping in the question: scored each {k}"));
     }
+
     let time_mode = plan.grain.is_some() || plan.group_by.is_empty();
     let g = if time_mode {
         ctx.require_time(AnalysisKind::Outlier)?;
@@ -1072,30 +1078,96 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             .map(|c| c.name.clone())
             .collect()
     };
-    let mut member_series: Vec<(String, Vec<Series>)> = Vec::new();
     let mut extra_sql = Vec::new();
-    if additive && !cps.is_empty() {
-        for d in &dims {
-            let mut p = plan.clone();
-            p.group_by = vec![d.clone()];
-            p.order = Some(Order {
-                by: g.as_str().to_string(),
-                desc: false,
-                source: "default",
-            });
-            let (s, t) = ctx.run(&p)?;
-            extra_sql.push(s.text);
-            let mut series = split_series(&t, g.as_str(), std::slice::from_ref(d), &m);
-            for s in &mut series {
-                s.periods.truncate(total.periods.len());
-                s.values.truncate(total.periods.len());
-                if adjusted.is_some()
-                    && let Some(a) = deseasonalize(&s.values, g.season(), CHANGE_MIN_CYCLES)
-                {
-                    s.values = a;
+    // segment sums per member, by dimension: (dimension, [(member, [segment means...])])
+    let mut seg_means: Vec<(String, Vec<MemberSegments>)> = Vec::new();
+    if additive && !cps.is_empty() && !dims.is_empty() {
+        if adjusted.is_some() {
+            // seasonally adjusted member series, then segment means
+            for d in &dims {
+                let mut p = plan.clone();
+                p.group_by = vec![d.clone()];
+                p.order = None;
+                let (s, t) = ctx.run(&p)?;
+                extra_sql.push(s.text);
+                let mut members = Vec::new();
+                for mut s in split_series(&t, g.as_str(), std::slice::from_ref(d), &m) {
+                    s.periods.truncate(total.periods.len());
+                    s.values.truncate(total.periods.len());
+                    if s.values.len() < total.periods.len() {
+                        continue;
+                    }
+                    if let Some(a) = deseasonalize(&s.values, g.season(), CHANGE_MIN_CYCLES) {
+                        s.values = a;
+                    }
+                    let means = bounds
+                        .windows(2)
+                        .map(|w| segment_mean(&s.values[w[0]..w[1]]))
+                        .collect();
+                    members.push((s.key.first().map(|k| k.1.clone()).unwrap_or_default(), means));
                 }
+                seg_means.push((d.clone(), members));
             }
-            member_series.push((d.clone(), series));
+        } else {
+            // one pass per dimension: the sum of each segment's date range, divided by its periods
+            let tc = ctx.ds.time_column().map(|c| c.name.clone()).unwrap_or_default();
+            let ranges: Vec<(String, String, usize)> = bounds
+                .windows(2)
+                .map(|w| {
+                    let first = total.periods[w[0]].clone();
+                    let last = parse_date(&total.periods[w[1] - 1])
+                        .map(|d| period_end(d, g).to_string())
+                        .unwrap_or_default();
+                    (first, last, w[1] - w[0])
+                })
+                .collect();
+            let value = match &m.column {
+                Some(c) if m.agg == Aggregation::Sum => crate::store::quote_ident(c),
+                _ => "1".to_string(),
+            };
+            for d in &dims {
+                let (mut wh, mut params) = plan.conditions(ctx.ds);
+                let mut cols = vec![crate::store::quote_ident(d)];
+                let mut case_params = Vec::new();
+                for (i, (a, b, _)) in ranges.iter().enumerate() {
+                    cols.push(format!(
+                        "TOTAL(CASE WHEN {} BETWEEN ? AND ? THEN {value} END) AS \"segment_{i}\"",
+                        crate::store::quote_ident(&tc)
+                    ));
+                    case_params.push(rusqlite::types::Value::Text(a.clone()));
+                    case_params.push(rusqlite::types::Value::Text(b.clone()));
+                }
+                wh.push(format!("{} BETWEEN ? AND ?", crate::store::quote_ident(&tc)));
+                params.push(rusqlite::types::Value::Text(ranges[0].0.clone()));
+                params.push(rusqlite::types::Value::Text(ranges[ranges.len() - 1].1.clone()));
+                case_params.extend(params);
+                let sql = crate::plan::Sql {
+                    text: format!(
+                        "SELECT {} FROM {} WHERE {} GROUP BY {} ORDER BY {}",
+                        cols.join(", "),
+                        crate::store::quote_ident(&ctx.ds.table_name()),
+                        wh.join(" AND "),
+                        crate::store::quote_ident(d),
+                        crate::store::quote_ident(d)
+                    ),
+                    params: case_params,
+                };
+                let t = ctx.engine.run(&sql)?;
+                extra_sql.push(sql.text);
+                let members = t
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let means = ranges
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, _, n))| value_f64(&r[i + 1]).unwrap_or(0.0) / *n as f64)
+                            .collect();
+                        (value_str(&r[0]), means)
+                    })
+                    .collect();
+                seg_means.push((d.clone(), members));
+            }
         }
     }
     let mut points = Vec::new();
@@ -1110,20 +1182,10 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
             f64::NAN
         };
         let mut drivers = Vec::new();
-        for (d, series) in &member_series {
-            let mut contrib: Vec<(String, f64, f64, f64)> = series
+        for (d, members) in &seg_means {
+            let mut contrib: Vec<(String, f64, f64, f64)> = members
                 .iter()
-                .filter(|s| s.values.len() >= hi)
-                .map(|s| {
-                    let b = segment_mean(&s.values[lo..cp]);
-                    let a = segment_mean(&s.values[cp..hi]);
-                    (
-                        s.key.first().map(|k| k.1.clone()).unwrap_or_default(),
-                        b,
-                        a,
-                        a - b,
-                    )
-                })
+                .map(|(name, means)| (name.clone(), means[bi], means[bi + 1], means[bi + 1] - means[bi]))
                 .collect();
             contrib.sort_by(|x, y| y.3.abs().total_cmp(&x.3.abs()));
             let top: Vec<Json> = contrib

@@ -54,8 +54,10 @@ pub const PRODUCTS: [(&str, &str, f64, f64); 12] = [
     ("Olive Oil", "Grocery", 12.0, 10.0),
     ("Tea", "Grocery", 8.0, 12.0),
 ];
-/// Planted outliers: (date, product, region, channel, extra units).
-pub const SALES_OUTLIERS: [((i32, u32, u32), &str, &str, &str, f64); 5] = [
+/// A planted outlier: (date, product, region, channel, extra units).
+pub type SalesOutlier = ((i32, u32, u32), &'static str, &'static str, &'static str, f64);
+/// Planted outliers.
+pub const SALES_OUTLIERS: [SalesOutlier; 5] = [
     ((2024, 3, 15), "Laptop", "East", "Wholesale", 140.0),
     ((2024, 8, 9), "Smartphone", "North", "Wholesale", 220.0),
     ((2025, 2, 14), "Laptop", "South", "Wholesale", 160.0),
@@ -212,7 +214,9 @@ pub fn customers_csv() -> String {
 }
 
 /// (category, products, base monthly demand, yearly trend, seasonal amplitude, peak month)
-pub const INVENTORY_CATEGORIES: [(&str, [&str; 4], f64, f64, f64, f64); 5] = [
+pub type InventoryCategory = (&'static str, [&'static str; 4], f64, f64, f64, f64);
+/// Inventory categories and their demand model.
+pub const INVENTORY_CATEGORIES: [InventoryCategory; 5] = [
     (
         "Electronics",
         ["Laptop", "Smartphone", "Tablet", "Headphones"],
@@ -257,8 +261,10 @@ pub const INVENTORY_CATEGORIES: [(&str, [&str; 4], f64, f64, f64, f64); 5] = [
 pub const WAREHOUSES: [(&str, f64); 3] = [("Dallas", 1.0), ("Newark", 1.2), ("Reno", 0.7)];
 /// Level shift in inventory demand: category × factor from this month on.
 pub const INVENTORY_SHIFT: ((i32, u32, u32), &str, f64) = ((2025, 4, 1), "Electronics", 1.45);
-/// Planted demand spikes: (month, product, warehouse, factor).
-pub const INVENTORY_SPIKES: [((i32, u32, u32), &str, &str, f64); 3] = [
+/// A planted demand spike: (month, product, warehouse, factor).
+pub type InventorySpike = ((i32, u32, u32), &'static str, &'static str, f64);
+/// Planted demand spikes.
+pub const INVENTORY_SPIKES: [InventorySpike; 3] = [
     ((2024, 7, 1), "Board Game", "Newark", 4.0),
     ((2023, 9, 1), "Sofa", "Dallas", 5.0),
     ((2025, 2, 1), "Pasta", "Reno", 3.5),

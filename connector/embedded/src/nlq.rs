@@ -151,7 +151,7 @@ impl Vocab {
             return;
         }
         list.push((toks, term));
-        list.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        list.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
     /// Longest phrase starting at `i`.

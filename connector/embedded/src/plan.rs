@@ -27,17 +27,12 @@ impl Grain {
             Grain::Year => "year",
         }
     }
-    /// SQL expression mapping an ISO date column to the first day of its period.
-    pub fn bucket_sql(self, col: &str) -> String {
-        let c = quote_ident(col);
+    /// Column holding the first day of this grain's period for time column `col` (the loader adds
+    /// `<col>__week`, `<col>__month`, `<col>__quarter` and `<col>__year`).
+    pub fn bucket_column(self, col: &str) -> String {
         match self {
-            Grain::Day => c,
-            Grain::Week => format!("date({c}, 'weekday 0', '-6 days')"),
-            Grain::Month => format!("substr({c}, 1, 7) || '-01'"),
-            Grain::Quarter => format!(
-                "substr({c}, 1, 4) || '-' || printf('%02d', ((CAST(substr({c}, 6, 2) AS INTEGER) - 1) / 3) * 3 + 1) || '-01'"
-            ),
-            Grain::Year => format!("substr({c}, 1, 4) || '-01-01'"),
+            Grain::Day => col.to_string(),
+            g => format!("{col}__{}", g.as_str()),
         }
     }
     /// Seasonal period (in periods of this grain) worth modelling, if any.
@@ -175,26 +170,12 @@ impl Plan {
         })
     }
 
-    /// Build the SQL for this plan.
-    pub fn sql(&self, ds: &Dataset) -> Sql {
-        let mut select = Vec::new();
-        let mut group = Vec::new();
-        let time_col = ds.time_column().map(|c| c.name.clone());
-        if let (Some(g), Some(tc)) = (self.grain, &time_col) {
-            select.push(format!("{} AS {}", g.bucket_sql(tc), quote_ident(g.as_str())));
-            group.push(quote_ident(g.as_str()));
-        }
-        for d in &self.group_by {
-            select.push(quote_ident(d));
-            group.push(quote_ident(d));
-        }
-        for m in &self.measures {
-            select.push(format!("{} AS {}", m.sql(), quote_ident(&m.label)));
-        }
+    /// WHERE conditions (time range, filters) and their bound parameters.
+    pub fn conditions(&self, ds: &Dataset) -> (Vec<String>, Vec<Value>) {
         let mut wh = Vec::new();
         let mut params = Vec::new();
-        if let (Some(t), Some(tc)) = (&self.time, &time_col) {
-            wh.push(format!("{} BETWEEN ? AND ?", quote_ident(tc)));
+        if let (Some(t), Some(tc)) = (&self.time, ds.time_column()) {
+            wh.push(format!("{} BETWEEN ? AND ?", quote_ident(&tc.name)));
             params.push(Value::Text(t.start.to_string()));
             params.push(Value::Text(t.end.to_string()));
         }
@@ -207,6 +188,30 @@ impl Plan {
             ));
             params.extend(f.values.iter().map(|v| Value::Text(v.clone())));
         }
+        (wh, params)
+    }
+
+    /// Build the SQL for this plan.
+    pub fn sql(&self, ds: &Dataset) -> Sql {
+        let mut select = Vec::new();
+        let mut group = Vec::new();
+        let time_col = ds.time_column().map(|c| c.name.clone());
+        if let (Some(g), Some(tc)) = (self.grain, &time_col) {
+            select.push(format!(
+                "{} AS {}",
+                quote_ident(&g.bucket_column(tc)),
+                quote_ident(g.as_str())
+            ));
+            group.push(quote_ident(g.as_str()));
+        }
+        for d in &self.group_by {
+            select.push(quote_ident(d));
+            group.push(quote_ident(d));
+        }
+        for m in &self.measures {
+            select.push(format!("{} AS {}", m.sql(), quote_ident(&m.label)));
+        }
+        let (wh, params) = self.conditions(ds);
         let mut text = format!(
             "SELECT {} FROM {}",
             select.join(", "),
