@@ -276,6 +276,18 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
             cols.join(", ")
         ));
     }
+    // the same for the week and month columns, so weekly and monthly series need no sort
+    if let Some(tc) = &time_col {
+        for g in [Grain::Week, Grain::Month] {
+            let mut cols = vec![quote_ident(&g.bucket_column(tc)), quote_ident(tc)];
+            cols.extend(measures.iter().cloned());
+            ddl.push_str(&format!(
+                "CREATE INDEX {} ON {table} ({});\n",
+                quote_ident(&format!("{}_{}_cover", ds.table_name(), g.as_str())),
+                cols.join(", ")
+            ));
+        }
+    }
     ddl.push_str(ANALYZE_SQL);
     db.with(|conn| {
         conn.execute_batch(&ddl)
