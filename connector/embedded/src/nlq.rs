@@ -839,6 +839,18 @@ fn resolve(items: &[(It, String)], ctx: &Ctx) -> Result<Plan, Refusal> {
             );
         }
     }
+    if ds.time_column().is_none()
+        && let Some(g) = plan.grain
+    {
+        return refuse(
+            g.as_str(),
+            format!(
+                "dataset {} has no time column, so it has no {} grain",
+                ds.name,
+                g.as_str()
+            ),
+        );
+    }
     if let Some(r) = recent {
         plan.notes
             .push(format!("'{r}' read as: most recent changes first"));

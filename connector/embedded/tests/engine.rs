@@ -218,3 +218,26 @@ fn filter_values_are_bound_parameters_not_sql_text() {
     assert!(!a["sql"].as_str().unwrap().contains("DROP"), "{}", a["sql"]);
     assert_eq!(a["parameters"][0], "O'Brien; DROP TABLE x");
 }
+
+#[test]
+fn a_dataset_without_time_column_refuses_time_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = "datasets:\n  - id: 9\n    name: Pets\n    file: shop.csv\n    columns:\n      - {name: kind, role: dimension}\n      - {name: weight, role: measure}\n";
+    write_catalog(dir.path(), cat, "kind,weight\ncat,4\ndog,20\ncat,5\n");
+    let e = Engine::from_path(dir.path()).unwrap();
+    let a = e.nlq_to_data("average weight by kind", 9).unwrap();
+    assert_eq!(a["rows"][0]["kind"], "dog");
+    assert_eq!(a["rows"][1]["average_weight"], 4.5);
+    let err = e.nlq_to_data("monthly weight", 9).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::NotUnderstood { part, .. } if part == "month"),
+        "{err}"
+    );
+    let err = e.nlq_to_data("weight last month", 9).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::NotUnderstood { part, .. } if part == "'last month'"),
+        "{err}"
+    );
+    let err = e.analyze(AnalysisKind::Trend, "weight trend", 9).unwrap_err();
+    assert!(err.to_string().contains("time column"), "{err}");
+}
