@@ -433,10 +433,11 @@ impl Engine {
                     "measure"
                 } else if plan.grain.is_some_and(|g| g.as_str() == c) {
                     "time"
-                } else if c == "rank" {
-                    "rank"
-                } else {
+                } else if plan.group_by.iter().any(|g| g == c) {
                     "dimension"
+                } else {
+                    // computed by the analysis (rank, shares, scores, correlation pairs...)
+                    "derived"
                 };
                 let unit = m
                     .and_then(|m| m.column.as_deref())
