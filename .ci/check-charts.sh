@@ -133,7 +133,7 @@ section "helm template + offline validation (Kubernetes $K8S_VERSION)"
 for f in "${values_files[@]}"; do
   name=$(basename "$f" -values.yaml)
   out="$work/render-$name.yaml"
-  if ! helm template "$RELEASE" "$CHART" -n "$NS" -f "$f" >"$out" 2>"$work/tpl.log"; then
+  if ! helm template "$RELEASE" "$CHART" -n "$NS" --kube-version "$K8S_VERSION" -f "$f" >"$out" 2>"$work/tpl.log"; then
     fail "helm template -f $f"; indent <"$work/tpl.log"; continue
   fi
   pass "helm template -f $f ($(grep -c '^kind:' "$out") objects)"
