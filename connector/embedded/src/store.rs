@@ -257,7 +257,7 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
     if rows == 0 {
         return Err(ferr("no data rows".into()));
     }
-    // Covering indexes (dimension, time, measures...) let GROUP BY <dimension> scan in order without a
+    // Covering indexes (dimension, month, time, measures...) let GROUP BY <dimension> scan in order without a
     // sort; only for dimensions with few members (not keys). ANALYZE lets the planner choose.
     let measures: Vec<String> = ds.measures().map(|c| quote_ident(&c.name)).collect();
     let mut ddl = String::new();
@@ -267,6 +267,8 @@ pub fn load(db: &Db, ds: &Dataset, source: &Source) -> Result<Loaded, EngineErro
         }
         let mut cols = vec![quote_ident(&c.name)];
         if let Some(tc) = &time_col {
+            // (dimension, month, time): GROUP BY month, dimension also scans in order
+            cols.push(quote_ident(&Grain::Month.bucket_column(tc)));
             cols.push(quote_ident(tc));
         }
         cols.extend(measures.iter().cloned());
