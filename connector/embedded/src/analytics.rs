@@ -1109,7 +1109,7 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                 seg_means.push((d.clone(), members));
             }
         } else {
-            // one pass per dimension: the sum of each segment's date range, divided by its periods
+            // per dimension: each segment's sum over its date range, divided by its periods
             let tc = ctx.ds.time_column().map(|c| c.name.clone()).unwrap_or_default();
             let ranges: Vec<(String, String, usize)> = bounds
                 .windows(2)
@@ -1122,48 +1122,62 @@ fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
                 })
                 .collect();
             let value = match &m.column {
-                Some(c) if m.agg == Aggregation::Sum => crate::store::quote_ident(c),
-                _ => "1".to_string(),
+                Some(c) if m.agg == Aggregation::Sum => format!("SUM({})", crate::store::quote_ident(c)),
+                _ => "COUNT(*)".to_string(),
             };
+            let q = crate::store::quote_ident;
+            let month = Grain::Month.bucket_column(&tc);
             for d in &dims {
+                // daily sums per member, grouped in the order of the (dimension, month, time) covering
+                // index so SQLite needs no sort; the segments are summed here
                 let (mut wh, mut params) = plan.conditions(ctx.ds);
-                let mut cols = vec![crate::store::quote_ident(d)];
-                let mut case_params = Vec::new();
-                for (i, (a, b, _)) in ranges.iter().enumerate() {
-                    cols.push(format!(
-                        "TOTAL(CASE WHEN {} BETWEEN ? AND ? THEN {value} END) AS \"segment_{i}\"",
-                        crate::store::quote_ident(&tc)
-                    ));
-                    case_params.push(rusqlite::types::Value::Text(a.clone()));
-                    case_params.push(rusqlite::types::Value::Text(b.clone()));
-                }
-                wh.push(format!("{} BETWEEN ? AND ?", crate::store::quote_ident(&tc)));
+                wh.push(format!("{} BETWEEN ? AND ?", q(&tc)));
                 params.push(rusqlite::types::Value::Text(ranges[0].0.clone()));
                 params.push(rusqlite::types::Value::Text(ranges[ranges.len() - 1].1.clone()));
-                case_params.extend(params);
                 let sql = crate::plan::Sql {
                     text: format!(
-                        "SELECT {} FROM {} WHERE {} GROUP BY {} ORDER BY {}",
-                        cols.join(", "),
-                        crate::store::quote_ident(&ctx.ds.table_name()),
+                        "SELECT {}, {}, {value} FROM {} WHERE {} GROUP BY {}, {}, {}",
+                        q(d),
+                        q(&tc),
+                        q(&ctx.ds.table_name()),
                         wh.join(" AND "),
-                        crate::store::quote_ident(d),
-                        crate::store::quote_ident(d)
+                        q(d),
+                        q(&month),
+                        q(&tc)
                     ),
-                    params: case_params,
+                    params,
                 };
                 let t = ctx.engine.run(&sql)?;
                 extra_sql.push(sql.text);
-                let members = t
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        let means = ranges
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (_, _, n))| value_f64(&r[i + 1]).unwrap_or(0.0) / *n as f64)
-                            .collect();
-                        (value_str(&r[0]), means)
+                let mut sums: Vec<(String, Vec<f64>)> = Vec::new();
+                for r in &t.rows {
+                    let member = value_str(&r[0]);
+                    let day = value_str(&r[1]);
+                    let Some(seg) = ranges
+                        .iter()
+                        .position(|(a, b, _)| day.as_str() >= a.as_str() && day.as_str() <= b.as_str())
+                    else {
+                        continue;
+                    };
+                    let i = match sums.iter().rposition(|(mm, _)| *mm == member) {
+                        Some(i) => i,
+                        None => {
+                            sums.push((member, vec![0.0; ranges.len()]));
+                            sums.len() - 1
+                        }
+                    };
+                    sums[i].1[seg] += value_f64(&r[2]).unwrap_or(0.0);
+                }
+                let members: Vec<MemberSegments> = sums
+                    .into_iter()
+                    .map(|(name, v)| {
+                        (
+                            name,
+                            v.iter()
+                                .zip(&ranges)
+                                .map(|(s, (_, _, n))| s / *n as f64)
+                                .collect(),
+                        )
                     })
                     .collect();
                 seg_means.push((d.clone(), members));
