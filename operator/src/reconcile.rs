@@ -2,20 +2,22 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,20 +66,23 @@ impl OperatorConfig {
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
-    pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    event_seq: AtomicU64,
     failures: Mutex<HashMap<String, u32>>,
+    /// Conditions this operator last wrote, per object: the cached CR may not show our own last
+    /// status write yet, and Events must not repeat because of that.
+    written: Mutex<HashMap<String, Vec<Condition>>>,
 }
 
 impl Context {
     pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
-        let recorder = Recorder::new(client.clone(), config.reporter.clone());
         Context {
             client,
             config,
-            recorder,
             metrics,
+            event_seq: AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,6 +94,24 @@ impl Context {
             .get(key)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The conditions to compare against: what we last wrote, else what the object shows.
+    fn previous_conditions(&self, key: &str, from_object: &[Condition]) -> Vec<Condition> {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| from_object.to_vec())
+    }
+
+    fn remember_conditions(&self, key: &str, conditions: Option<Vec<Condition>>) {
+        let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match conditions {
+            Some(c) => w.insert(key.to_string(), c),
+            None => w.remove(key),
+        };
     }
 }
 
@@ -176,6 +199,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     if lc.metadata.deletion_timestamp.is_some() {
         // Children carry controller owner references: the garbage collector removes them.
         ctx.metrics.set_conditions(&key, None);
+        ctx.remember_conditions(&key, None);
         return Ok(Action::await_change());
     }
     let ns = lc.namespace().unwrap_or_else(|| "default".into());
@@ -296,19 +320,20 @@ where
     }
 }
 
+/// Now, at the one-second precision a `Time` has on the wire (so what we remember equals what we read back).
 fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 fn outcome_status(
-    old: Option<&LumenoreConnectorStatus>,
+    old_conditions: &[Condition],
     outcome: &Outcome,
     generation: Option<i64>,
     endpoint: Option<String>,
     deployment: Option<&DeploymentObservation>,
     selector: String,
 ) -> LumenoreConnectorStatus {
-    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     let conditions = status::stamp(
         old_conditions,
         status::conditions_for(outcome),
@@ -341,15 +366,19 @@ async fn write_status(
         Outcome::SecretProblem { deployment, .. } => deployment.as_ref(),
         _ => None,
     });
+    let key = key_of(&lc.metadata);
+    let old_conditions = ctx.previous_conditions(
+        &key,
+        lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]),
+    );
     let new = outcome_status(
-        lc.status.as_ref(),
+        &old_conditions,
         &outcome,
         lc.metadata.generation,
         endpoint,
         deployment,
         builders::selector_string(lc),
     );
-    let old_conditions: &[Condition] = lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     let changed = lc.status.as_ref() != Some(&new);
     if changed {
         let api: Api<LumenoreConnector> = Api::namespaced(
@@ -369,7 +398,7 @@ async fn write_status(
         .await?;
     }
     ctx.metrics.set_conditions(
-        &key_of(&lc.metadata),
+        &key,
         Some(
             new.conditions
                 .iter()
@@ -377,7 +406,8 @@ async fn write_status(
                 .collect(),
         ),
     );
-    publish_transitions(ctx, &lc.object_ref(&()), old_conditions, &new.conditions).await;
+    ctx.remember_conditions(&key, Some(new.conditions.clone()));
+    publish_transitions(ctx, &lc.object_ref(&()), &old_conditions, &new.conditions).await;
     Ok(())
 }
 
@@ -393,22 +423,58 @@ async fn publish_transitions(
                 c.reason.as_str(),
                 "Suspended" | "RolloutInProgress" | "NotDeployed"
             );
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: c.reason.clone(),
-            note: Some(truncate(format!("{}={}: {}", c.type_, c.status, c.message), 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        let note = truncate(format!("{}={}: {}", c.type_, c.status, c.message), 1000);
+        if let Err(e) = publish_event(ctx, reference, warning, &c.reason, note).await {
             // An Event is best effort; the status carries the same information.
             tracing::warn!(error = %e, "could not publish event");
         }
     }
+}
+
+/// Create one events.k8s.io/v1 Event. (kube's `Recorder` keeps every event it published in a cache
+/// it scans on each publish; with Events on transitions only there is nothing to aggregate, and at
+/// 10,000 connectors that cache dominated CPU and memory.)
+async fn publish_event(
+    ctx: &Context,
+    reference: &ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: String,
+) -> Result<(), kube::Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ns = reference.namespace.clone().unwrap_or_else(|| "default".into());
+    let seq = ctx.event_seq.fetch_add(1, Ordering::Relaxed);
+    let reporter = &ctx.config.reporter;
+    let event = K8sEvent {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}{:x}",
+                reference.name.as_deref().unwrap_or(MANAGER),
+                now.as_nanosecond(),
+                seq
+            )),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some("Reconcile".into()),
+        reason: Some(reason.to_string()),
+        note: Some(note),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        regarding: Some(reference.clone()),
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(
+            reporter
+                .instance
+                .clone()
+                .unwrap_or_else(|| reporter.controller.clone()),
+        ),
+        ..Default::default()
+    };
+    Api::<K8sEvent>::namespaced(ctx.client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -433,6 +499,7 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let Some(raw) = api.get_opt(&name).await? else {
         ctx.metrics.set_conditions(&key, None);
+        ctx.remember_conditions(&key, None);
         return Ok(Action::await_change());
     };
     let old: LumenoreConnectorStatus = raw
