@@ -79,10 +79,15 @@ stage() { # component -> context dir
   mkdir -p "$ctx"
   install -m 0555 "$BIN_DIR/lumenore-$c" "$ctx/lumenore-$c"
   install -m 0444 "$CA_BUNDLE" "$ctx/ca-certificates.crt"
-  printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >"$ctx/passwd"
-  printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/group"
-  printf 'hosts: files dns\n' >"$ctx/nsswitch.conf"
-  chmod 0444 "$ctx/passwd" "$ctx/group" "$ctx/nsswitch.conf"
+  local root="$ctx/rootfs"
+  mkdir -p "$root/etc" "$root/tmp"
+  printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+  printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
+  chmod 0444 "$root"/etc/*
+  chmod 1777 "$root/tmp"
+  tar --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner -cf "$ctx/rootfs.tar" -C "$root" etc tmp
+  rm -rf "$root"
   touch -d "@$epoch" "$ctx"/*
   echo "$ctx"
 }
@@ -108,6 +113,7 @@ for c in connector operator; do
   containers+=("$ctr")
   mnt=$("${BUILDAH[@]}" mount "$ctr")
   files=$(cd "$mnt" && find . -mindepth 1 \( -type f -o -type l \) | sort | tr '\n' ' ')
+  tmpmode=$(stat -c '%a' "$mnt/tmp" 2>/dev/null || echo missing)
   "${BUILDAH[@]}" umount "$ctr" >/dev/null
   want="./etc/group ./etc/nsswitch.conf ./etc/passwd ./etc/ssl/certs/ca-certificates.crt ./usr/local/bin/lumenore-$c "
   if [[ "$files" == "$want" ]]; then
@@ -115,9 +121,12 @@ for c in connector operator; do
   else
     fail "$c: unexpected files: $files"
   fi
-  user=$("${BUILDAH[@]}" inspect --format '{{.OCIv1.Config.User}}' "$img")
-  entry=$("${BUILDAH[@]}" inspect --format '{{json .OCIv1.Config.Entrypoint}}' "$img")
-  labels=$("${BUILDAH[@]}" inspect --format '{{json .OCIv1.Config.Labels}}' "$img")
+  "${BUILDAH[@]}" inspect --type image "$img" >"$work/inspect-$c.json"
+  cfg() { "$TOOLS_DIR/venv/bin/python" -c 'import json,sys; c=json.load(open(sys.argv[1]))["OCIv1"]["config"]; print(json.dumps(c.get(sys.argv[2])) if sys.argv[2] != "User" else c.get("User", ""))' "$work/inspect-$c.json" "$1"; }
+  [[ "$tmpmode" == 1777 ]] && pass "$c: /tmp is an empty directory, mode 1777" || fail "$c: /tmp mode $tmpmode"
+  user=$(cfg User)
+  entry=$(cfg Entrypoint)
+  labels=$(cfg Labels)
   [[ "$user" == "65532:65532" ]] && pass "$c: USER $user" || fail "$c: USER is '$user'"
   [[ "$entry" == "[\"/usr/local/bin/lumenore-$c\"]" ]] && pass "$c: ENTRYPOINT $entry" || fail "$c: ENTRYPOINT $entry"
   if "$TOOLS_DIR/venv/bin/python" - "$labels" "$version" "$revision" <<'EOF'; then
@@ -251,7 +260,7 @@ for c in connector operator; do
   img="${PREFIX}lumenore-$c:$version"
   "${BUILDAH[@]}" push --quiet --compression-format gzip "$img" "oci:$work/oci-$c:latest" >/dev/null 2>&1
   compressed=$(find "$work/oci-$c/blobs" -type f -size +10k -printf '%s\n' | awk '{s+=$1} END {print s}')
-  uncompressed=$("${BUILDAH[@]}" inspect --format '{{.FromImageID}}' "$img" >/dev/null 2>&1; "${BUILDAH[@]}" images --format '{{.Size}}' "$img")
+  uncompressed=$("${BUILDAH[@]}" images --format '{{.Size}}' "$img")
   printf '  %-34s %10s uncompressed   %6.1f MB compressed layers (gzip)   binary %s\n' "$img" "$uncompressed" \
     "$(awk -v b="$compressed" 'BEGIN {print b / 1000000}')" "$(du -h "$BIN_DIR/lumenore-$c" | cut -f1)"
 done
