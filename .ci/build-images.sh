@@ -159,6 +159,18 @@ else
   fail "operator: crdgen output differs from crds/ (stale crds/ or binary?)"; diff <(cat "$work/crd.yaml") crds/lumenore.io_lumenoreconnectors.yaml | head -10 | sed 's/^/        /' || true
 fi
 
+for f in charts/lumenore-operator/ci/*-values.yaml; do
+  name=$(basename "$f" -values.yaml)
+  mapfile -t args < <(helm template lumenore charts/lumenore-operator -n lumenore-system -f "$f" \
+    | "$TOOLS_DIR/venv/bin/python" .ci/k8s_manifests.py operator-args /dev/stdin)
+  ((${#args[@]})) || continue
+  if run "check-operator-$$" -- /usr/local/bin/lumenore-operator "${args[@]}" --help >/dev/null 2>"$work/args.log"; then
+    pass "operator: the ${#args[@]} flags the chart renders with ci/$name-values.yaml parse"
+  else
+    fail "operator: rejects the chart's flags (ci/$name-values.yaml): ${args[*]}"; sed 's/^/        /' "$work/args.log"
+  fi
+done
+
 # ---- 5. the connector serves -------------------------------------------------------------------
 # `buildah run --isolation chroot` gives the process the host's network namespace (chroot isolation
 # creates no network namespace), so a server listening on 127.0.0.1:PORT inside is reachable from

@@ -198,6 +198,33 @@ assert "credentials" not in lcs["demo"] and lcs["demo"]["backend"] == "embedded"
 assert sorted(s["metadata"]["name"] for s in kinds("Secret")) == ["globex-connector-credentials", "initech-credentials"]
 '
 
+# The operator flags the chart renders must parse: `lumenore-operator ARGS --help` fails on an unknown
+# flag or a bad value before printing help. Needs a built binary (OPERATOR_BIN, or a cargo target
+# dir); .ci/build-images.sh runs the same check inside the operator image.
+op_bin="${OPERATOR_BIN:-}"
+if [[ -z "$op_bin" ]]; then
+  for d in "${CARGO_TARGET_DIR:-$repo/target}" "$repo/target"; do
+    for sub in x86_64-unknown-linux-gnu/release release debug; do
+      [[ -z "$op_bin" && -x "$d/$sub/lumenore-operator" ]] && op_bin="$d/$sub/lumenore-operator"
+    done
+  done
+fi
+section "operator flags rendered by the chart parse (lumenore-operator ARGS --help)"
+if [[ -n "$op_bin" ]]; then
+  for f in "${values_files[@]}"; do
+    name=$(basename "$f" -values.yaml)
+    mapfile -t args < <("$PY" .ci/k8s_manifests.py operator-args "$work/render-$name.yaml")
+    ((${#args[@]})) || continue
+    if "$op_bin" "${args[@]}" --help >/dev/null 2>"$work/args.log"; then
+      pass "$name: ${#args[@]} flags accepted by $op_bin"
+    else
+      fail "$name: $op_bin rejects the rendered flags: ${args[*]}"; indent <"$work/args.log"
+    fi
+  done
+else
+  echo "  SKIP  no lumenore-operator binary (set OPERATOR_BIN or build it); .ci/build-images.sh checks this in the image"
+fi
+
 # ---- 4. negative tests ---------------------------------------------------------------------------
 section "values.schema.json rejects bad values (failure and message asserted)"
 for f in "$CHART"/tests/bad-values/*.yaml; do

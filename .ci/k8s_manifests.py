@@ -10,6 +10,8 @@
                                metadata added, and the simple CEL rules translated (the others listed)
   crd-equal A B                A and B are the same CRD, ignoring metadata.annotations/labels
   count-kind KIND FILE...      print how many documents of KIND the files hold
+  operator-args FILE           print the args of the operator container of the rendered Deployment,
+                               one per line (nothing when the file has no operator Deployment)
 """
 import copy
 import json
@@ -268,6 +270,15 @@ def cmd_count_kind(kind, files):
     print(sum(1 for p in files for d in docs(p) if d.get("kind") == kind))
 
 
+def cmd_operator_args(path):
+    for d in docs(path):
+        if d.get("kind") == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                if c["name"] == "operator":
+                    for a in c.get("args", []):
+                        print(a)
+
+
 def main(argv):
     if len(argv) < 2:
         raise SystemExit(__doc__)
@@ -281,6 +292,8 @@ def main(argv):
         cmd_crd_schema(args[0], args[1])
     elif cmd == "crd-equal":
         cmd_crd_equal(args[0], args[1])
+    elif cmd == "operator-args":
+        cmd_operator_args(args[0])
     elif cmd == "count-kind":
         cmd_count_kind(args[0], args[1:])
     else:
