@@ -225,6 +225,12 @@ else
   echo "  SKIP  no lumenore-operator binary (set OPERATOR_BIN or build it); .ci/build-images.sh checks this in the image"
 fi
 
+assert_render "tenants-only: operator.enabled=false renders only the LumenoreConnector (no operator, RBAC, CRD)" \
+  "$work/render-tenants-only.yaml" '
+assert [o["kind"] for o in objs] == ["LumenoreConnector"], [o["kind"] for o in objs]
+assert objs[0]["spec"]["credentials"] == {"secretName": "umbrella-lumenore", "apiTokenKey": "token"}
+'
+
 # ---- 4. negative tests ---------------------------------------------------------------------------
 section "values.schema.json rejects bad values (failure and message asserted)"
 for f in "$CHART"/tests/bad-values/*.yaml; do
