@@ -5,7 +5,7 @@
   verbs: ["get", "list", "watch"]
 - apiGroups: ["lumenore.io"]
   resources: ["lumenoreconnectors/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["lumenore.io"]
   resources: ["lumenoreconnectors/finalizers"]
   verbs: ["update"]
