@@ -204,6 +204,15 @@ impl Engine {
     }
 
     /// Datasets, in the shape of Lumenore's `get-domain`.
+    /// SQLite's temp_store setting on the engine's connections (2 = memory): a privacy check, since no
+    /// query may spill data into temp files.
+    pub fn temp_store_mode(&self) -> Result<i64, EngineError> {
+        self.db.with(|conn| {
+            conn.query_row("PRAGMA temp_store", [], |row| row.get(0))
+                .map_err(|e| EngineError::Query(e.to_string()))
+        })
+    }
+
     pub fn dataset_metadata(&self) -> Json {
         let datasets: Vec<Json> = self
             .catalog

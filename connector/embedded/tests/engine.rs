@@ -241,3 +241,11 @@ fn a_dataset_without_time_column_refuses_time_words() {
     let err = e.analyze(AnalysisKind::Trend, "weight trend", 9).unwrap_err();
     assert!(err.to_string().contains("time column"), "{err}");
 }
+
+#[test]
+fn queries_never_spill_to_temp_files() {
+    // PRAGMA temp_store: 2 = MEMORY. Checked through the engine's own connections by a query whose sort
+    // would otherwise be allowed to use a temp file.
+    let engine = lumenore_embedded::Engine::demo().unwrap();
+    assert_eq!(engine.temp_store_mode().unwrap(), 2);
+}
