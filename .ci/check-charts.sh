@@ -80,6 +80,30 @@ for f in "${values_files[@]}"; do
   fi
 done
 
+section "helm package (what users install from a .tgz, e.g. air-gapped)"
+if helm package "$CHART" -d "$work/pkg" >"$work/pkg.log" 2>&1; then
+  tgz=$(ls "$work"/pkg/*.tgz)
+  listing=$(tar -tzf "$tgz")
+  missing=""
+  for want in files/crds/lumenore.io_lumenoreconnectors.yaml values.schema.json templates/crds.yaml templates/NOTES.txt; do
+    grep -qx "lumenore-operator/$want" <<<"$listing" || missing="$missing $want"
+  done
+  extra=$(grep -E '^lumenore-operator/(ci|tests)/' <<<"$listing" || true)
+  if [[ -z "$missing" && -z "$extra" ]]; then
+    pass "$(basename "$tgz"): $(wc -l <<<"$listing") files, CRD copy and schema included, ci/ and tests/ left out"
+  else
+    fail "$(basename "$tgz"): missing:${missing:- none}; unexpected: ${extra:-none}"
+  fi
+  if diff <(helm template "$RELEASE" "$tgz" -n "$NS" -f "$CHART/ci/tenants-values.yaml") \
+          <(helm template "$RELEASE" "$CHART" -n "$NS" -f "$CHART/ci/tenants-values.yaml") >"$work/pkgdiff.log"; then
+    pass "the packaged chart renders exactly as the chart directory"
+  else
+    fail "the packaged chart renders differently"; head -20 "$work/pkgdiff.log" | indent
+  fi
+else
+  fail "helm package"; indent <"$work/pkg.log"
+fi
+
 # ---- 3. render + validate ----------------------------------------------------------------------
 validate_dir() { # label dir-with-builtin/cr/other
   local label=$1 dir=$2
