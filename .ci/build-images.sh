@@ -13,6 +13,7 @@
 # Usage: bash .ci/build-images.sh         (root or rootless buildah; after bash .ci/install-tools.sh)
 # Env:   CARGO_TARGET_DIR    cargo target dir (default <repo>/target)
 #        SKIP_CARGO=1        use the binaries already in $CARGO_TARGET_DIR (no cargo build)
+#        CARGO_LOCKED=0      build without --locked (default: --locked, Cargo.lock must be current)
 #        IMAGE_PREFIX        image name prefix (default localhost/)
 #        KEEP_IMAGES=0       remove the images at the end (default: keep them)
 set -euo pipefail
@@ -58,7 +59,9 @@ created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 section "static binaries ($TARGET, +crt-static) in $BIN_DIR"
 if [[ "${SKIP_CARGO:-0}" != 1 ]]; then
   t0=$(date +%s)
-  RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --release --target "$TARGET" \
+  locked=(--locked)
+  [[ "${CARGO_LOCKED:-1}" == 0 ]] && locked=()
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build "${locked[@]}" --release --target "$TARGET" \
     -p lumenore-connector -p lumenore-operator
   echo "  cargo build: $(($(date +%s) - t0))s"
 fi
