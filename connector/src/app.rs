@@ -26,6 +26,10 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{
+        self,
+        http::{AuthSettings, Gate, RpcPeek},
+    },
     backend::{
         Backend, Readiness,
         embedded::EmbeddedBackend,
@@ -84,7 +88,35 @@ pub fn build_backend(
     }
 }
 
+/// Builds the application; panics when the caller authentication cannot be set up (see [`try_build`]).
+/// For tests and benchmarks; `main` uses [`try_build`]. Needs a Tokio runtime.
 pub fn build(config: &Config, backend: Backend, metrics: Metrics) -> App {
+    match try_build(config, backend, metrics) {
+        Ok(app) => app,
+        Err(message) => panic!("cannot build the connector: {message}"),
+    }
+}
+
+/// Builds the application: checks the caller authentication settings, loads the API keys file (or sets
+/// up the OAuth validator) and starts their background tasks, which stop with the app's shutdown token.
+/// Needs a Tokio runtime.
+pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<App, String> {
+    install_crypto_provider();
+    let auth_settings = config.auth_settings()?;
+    if matches!(auth_settings, AuthSettings::None) && config.allow_unauthenticated {
+        tracing::warn!(
+            listen = %config.listen,
+            "caller authentication is off (LUMENORE_AUTH_MODE=none with LUMENORE_ALLOW_UNAUTHENTICATED=true): \
+             anyone who can reach this port can call every tool"
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let gate = Gate::start(
+        auth_settings,
+        config.limit_settings(),
+        metrics.clone(),
+        shutdown.child_token(),
+    )?;
     let state = Arc::new(AppState {
         backend,
         limits: ResultLimits {
@@ -94,7 +126,6 @@ pub fn build(config: &Config, backend: Backend, metrics: Metrics) -> App {
         metrics,
         tools: tools::definitions(),
     });
-    let shutdown = CancellationToken::new();
     let mut mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -122,8 +153,11 @@ pub fn build(config: &Config, backend: Backend, metrics: Metrics) -> App {
     let health = Arc::new(Health::new());
     let backend_name = state.backend.name();
 
+    // Outermost first: correlation id, draining gate, JSON-RPC body check (leaves an RpcPeek), then the
+    // caller gate (authentication, tool permission, rate limits), then the MCP service.
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(gate.clone(), auth::http::gate))
         .layer(middleware::from_fn_with_state(
             config.max_request_bytes,
             check_json_rpc_body,
@@ -152,14 +186,22 @@ pub fn build(config: &Config, backend: Backend, metrics: Metrics) -> App {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz).with_state(health.clone()))
         .route("/metrics", get(metrics_text).with_state(state.clone()))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(auth::http::protected_resource_metadata).with_state(gate.clone()),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(auth::http::protected_resource_metadata).with_state(gate.clone()),
+        )
         .merge(mcp_routes);
 
-    App {
+    Ok(App {
         router,
         state,
         health,
         shutdown,
-    }
+    })
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
@@ -248,8 +290,9 @@ async fn check_json_rpc_body(State(limit): State<usize>, request: Request, next:
             "Invalid Request: expected a JSON-RPC 2.0 request, notification or response object",
         );
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    request.extensions_mut().insert(RpcPeek::of(&value));
+    next.run(request).await
 }
 
 /// Takes the caller's `X-Request-Id` when it is a short token of safe characters, else makes one, and

@@ -2,11 +2,13 @@
 //! optional `.env` file. Secrets are read from the environment only (never flags, which `ps` shows) and held
 //! in `secrecy` types so `Debug` never prints them.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use url::Url;
+
+use crate::auth::{http::AuthSettings, limits::LimitSettings, oauth::OAuthSettings};
 
 /// Environment variables that carry secrets. They have no flag on purpose.
 pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";
@@ -18,6 +20,9 @@ Credentials for the Lumenore backend (environment or .env only, never flags):
   LUMENORE_CLIENT_ID   client id for the client-credentials login
   LUMENORE_SECRET      client secret for the client-credentials login
   LUMENORE_API_KEY     a static bearer token used instead of the login
+
+Caller authentication (see docs/auth.md): --auth-mode none is only allowed on a loopback listen address
+unless --allow-unauthenticated is set. Make an API key and its hash with `lumenore-connector hash-key`.
 
 Logging: RUST_LOG (default \"info\"). Whatever RUST_LOG says, the MCP SDK and HTTP libraries are capped
 so that queries, results and tokens never reach a log line.";
@@ -102,6 +107,82 @@ pub struct Config {
     /// Log format on standard error.
     #[arg(long, env = "LUMENORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// How MCP callers authenticate: none (anyone who reaches the port), api-keys (hashed keys in
+    /// --api-keys-file) or oauth (JWT access tokens from --oauth-issuer).
+    #[arg(long, env = "LUMENORE_AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    pub auth_mode: AuthMode,
+
+    /// With --auth-mode none, serve on a non-loopback address anyway (a warning is logged at start).
+    #[arg(long, env = "LUMENORE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// --auth-mode api-keys: the keys file (YAML or JSON: id, sha256 hash and tools of each key). It is
+    /// re-read when it changes; an invalid new version keeps the last good keys.
+    #[arg(long, env = "LUMENORE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// --auth-mode api-keys: how often the keys file is checked for changes.
+    #[arg(long, env = "LUMENORE_API_KEYS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
+    pub api_keys_reload_interval: Duration,
+
+    /// --auth-mode oauth: the token issuer, compared exactly with the tokens' `iss` claim.
+    #[arg(long, env = "LUMENORE_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+
+    /// --auth-mode oauth: the audience the tokens' `aud` claim must name. Default: --public-url.
+    #[arg(long, env = "LUMENORE_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+
+    /// --auth-mode oauth: the issuer's JWKS URL. Default: discovered from the issuer's
+    /// /.well-known/openid-configuration or /.well-known/oauth-authorization-server metadata.
+    #[arg(long, env = "LUMENORE_OAUTH_JWKS_URL")]
+    pub oauth_jwks_url: Option<Url>,
+
+    /// This connector's public MCP URL, e.g. https://mcp.example.com/mcp: the OAuth audience by default,
+    /// and the `resource` of the protected-resource metadata. Required with --auth-mode oauth.
+    #[arg(long, env = "LUMENORE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Tool calls per minute allowed to one caller (API key id or token subject); unset is unlimited.
+    #[arg(long, env = "LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE")]
+    pub rate_limit_caller_per_minute: Option<NonZeroU32>,
+
+    /// Tool calls per minute allowed to this pod as a whole (one pod serves one tenant); unset is unlimited.
+    #[arg(long, env = "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE")]
+    pub rate_limit_tenant_per_minute: Option<NonZeroU32>,
+
+    /// Tool calls running at once in this pod; one more is answered 429 at once. Unset is unlimited.
+    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS")]
+    pub max_concurrent_backend_calls: Option<NonZeroU32>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Make a new random API key and print it with its entry for the keys file (or, with --stdin, print
+    /// the hash of a key read from standard input).
+    HashKey {
+        /// The key's id in the entry printed (caller id in audit events and rate limits).
+        #[arg(long, default_value = "new-key")]
+        id: String,
+        /// Hash the key given on standard input instead of making one.
+        #[arg(long)]
+        stdin: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No caller authentication.
+    None,
+    /// API keys from a file of hashes.
+    ApiKeys,
+    /// OAuth 2.1 JWT access tokens.
+    Oauth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,6 +244,23 @@ impl Credentials {
     }
 }
 
+/// Token issuers are reached over https; plain http only on loopback (local tests and development).
+fn require_https(option: &str, url: &Url) -> Result<(), String> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "{option} must be an https URL (http only for loopback addresses)"
+        )),
+    }
+}
+
 fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|error| format!("{error} (examples: 500ms, 10s, 2m)"))
 }
@@ -187,7 +285,85 @@ impl Config {
         if self.allowed_hosts.iter().any(|host| host.trim().is_empty()) {
             return Err("--allowed-hosts (LUMENORE_ALLOWED_HOSTS) must not contain empty entries".into());
         }
-        Ok(())
+        self.auth_settings().map(|_| ())
+    }
+
+    /// The rate limits and concurrency cap.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            caller_per_minute: self.rate_limit_caller_per_minute,
+            tenant_per_minute: self.rate_limit_tenant_per_minute,
+            max_concurrent_backend_calls: self.max_concurrent_backend_calls,
+        }
+    }
+
+    /// The caller authentication settings, checked: mode none only on loopback (or with the explicit
+    /// flag), the keys file for api-keys, issuer and public URL for oauth.
+    pub fn auth_settings(&self) -> Result<AuthSettings, String> {
+        match self.auth_mode {
+            AuthMode::None => {
+                if !self.listen.ip().is_loopback() && !self.allow_unauthenticated {
+                    return Err(format!(
+                        "--auth-mode none (LUMENORE_AUTH_MODE) would serve any caller on {}, which is not a \
+                         loopback address: choose --auth-mode api-keys or oauth, listen on 127.0.0.1, or set \
+                         --allow-unauthenticated (LUMENORE_ALLOW_UNAUTHENTICATED=true)",
+                        self.listen
+                    ));
+                }
+                Ok(AuthSettings::None)
+            }
+            AuthMode::ApiKeys => {
+                let file = self
+                    .api_keys_file
+                    .clone()
+                    .ok_or("--auth-mode api-keys needs --api-keys-file (LUMENORE_API_KEYS_FILE)")?;
+                if self.api_keys_reload_interval.is_zero() {
+                    return Err(
+                        "--api-keys-reload-interval (LUMENORE_API_KEYS_RELOAD_INTERVAL) must be positive"
+                            .into(),
+                    );
+                }
+                Ok(AuthSettings::ApiKeys {
+                    file,
+                    reload_interval: self.api_keys_reload_interval,
+                })
+            }
+            AuthMode::Oauth => {
+                let issuer = self
+                    .oauth_issuer
+                    .clone()
+                    .filter(|issuer| !issuer.trim().is_empty())
+                    .ok_or("--auth-mode oauth needs --oauth-issuer (LUMENORE_OAUTH_ISSUER)")?;
+                let issuer_url = Url::parse(&issuer)
+                    .map_err(|_| "--oauth-issuer (LUMENORE_OAUTH_ISSUER) must be a URL".to_string())?;
+                require_https("--oauth-issuer (LUMENORE_OAUTH_ISSUER)", &issuer_url)?;
+                if let Some(jwks) = &self.oauth_jwks_url {
+                    require_https("--oauth-jwks-url (LUMENORE_OAUTH_JWKS_URL)", jwks)?;
+                }
+                let public = self
+                    .public_url
+                    .clone()
+                    .map(|url| url.trim().to_string())
+                    .filter(|url| !url.is_empty())
+                    .ok_or(
+                        "--auth-mode oauth needs --public-url (LUMENORE_PUBLIC_URL), the URL callers use to reach /mcp",
+                    )?;
+                let public_url = Url::parse(&public)
+                    .ok()
+                    .filter(|url| matches!(url.scheme(), "https" | "http"))
+                    .ok_or("--public-url (LUMENORE_PUBLIC_URL) must be an http or https URL")?;
+                // The audience is compared as an exact string, so the default is the URL as written.
+                let audience = self
+                    .oauth_audience
+                    .clone()
+                    .filter(|audience| !audience.trim().is_empty())
+                    .unwrap_or(public);
+                Ok(AuthSettings::OAuth {
+                    settings: OAuthSettings::new(issuer, audience, self.oauth_jwks_url.clone()),
+                    public_url,
+                })
+            }
+        }
     }
 
     /// A configuration for tests and benchmarks: defaults, as if no flag or variable were set.
@@ -260,6 +436,167 @@ mod tests {
         let mut config = Config::defaults();
         config.max_result_rows = 0;
         assert!(config.validate().unwrap_err().contains("--max-result-rows"));
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["lumenore-connector"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn mode_none_is_refused_off_loopback_without_the_flag() {
+        let error = parse(&["--listen", "0.0.0.0:8080"]).validate().unwrap_err();
+        assert!(error.contains("--allow-unauthenticated"), "{error}");
+        assert!(error.contains("0.0.0.0:8080"), "{error}");
+        assert!(parse(&["--listen", "[::]:8080"]).validate().is_err());
+        assert!(parse(&["--listen", "10.1.2.3:8080"]).validate().is_err());
+        // With the flag, or on loopback, it starts.
+        parse(&["--listen", "0.0.0.0:8080", "--allow-unauthenticated"])
+            .validate()
+            .unwrap();
+        parse(&["--listen", "127.0.0.1:9000"]).validate().unwrap();
+        parse(&["--listen", "[::1]:9000"]).validate().unwrap();
+        // Another mode needs no flag off loopback.
+        parse(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--auth-mode",
+            "api-keys",
+            "--api-keys-file",
+            "/k",
+        ])
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn auth_modes_name_what_they_miss() {
+        let error = parse(&["--auth-mode", "api-keys"]).validate().unwrap_err();
+        assert!(error.contains("--api-keys-file"), "{error}");
+        let error = parse(&[
+            "--auth-mode",
+            "oauth",
+            "--public-url",
+            "https://mcp.example.com/mcp",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(error.contains("--oauth-issuer"), "{error}");
+        let error = parse(&[
+            "--auth-mode",
+            "oauth",
+            "--oauth-issuer",
+            "https://login.example.com",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(error.contains("--public-url"), "{error}");
+        let error = parse(&[
+            "--auth-mode",
+            "oauth",
+            "--oauth-issuer",
+            "http://login.example.com",
+            "--public-url",
+            "https://mcp.example.com/mcp",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(error.contains("https"), "{error}");
+    }
+
+    #[test]
+    fn oauth_audience_defaults_to_the_public_url_as_written() {
+        let config = parse(&[
+            "--auth-mode",
+            "oauth",
+            "--oauth-issuer",
+            "https://login.example.com",
+            "--public-url",
+            "https://mcp.example.com",
+        ]);
+        match config.auth_settings().unwrap() {
+            AuthSettings::OAuth { settings, .. } => {
+                assert_eq!(settings.audience, "https://mcp.example.com");
+                assert_eq!(settings.issuer, "https://login.example.com");
+                assert!(settings.jwks_url.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_unset_by_default_and_zero_is_refused() {
+        assert_eq!(Config::defaults().limit_settings(), LimitSettings::default());
+        assert!(
+            Config::try_parse_from(["lumenore-connector", "--rate-limit-caller-per-minute", "0"]).is_err()
+        );
+        let config = parse(&[
+            "--rate-limit-caller-per-minute",
+            "60",
+            "--rate-limit-tenant-per-minute",
+            "600",
+            "--max-concurrent-backend-calls",
+            "8",
+        ]);
+        let limits = config.limit_settings();
+        assert_eq!(limits.caller_per_minute.map(NonZeroU32::get), Some(60));
+        assert_eq!(limits.tenant_per_minute.map(NonZeroU32::get), Some(600));
+        assert_eq!(limits.max_concurrent_backend_calls.map(NonZeroU32::get), Some(8));
+    }
+
+    #[test]
+    fn environment_names_match_the_operator_contract() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let env_of = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_env())
+                .and_then(|env| env.to_str())
+                .map(str::to_owned)
+        };
+        for (id, env) in [
+            ("auth_mode", "LUMENORE_AUTH_MODE"),
+            ("allow_unauthenticated", "LUMENORE_ALLOW_UNAUTHENTICATED"),
+            ("api_keys_file", "LUMENORE_API_KEYS_FILE"),
+            ("oauth_issuer", "LUMENORE_OAUTH_ISSUER"),
+            ("oauth_audience", "LUMENORE_OAUTH_AUDIENCE"),
+            ("oauth_jwks_url", "LUMENORE_OAUTH_JWKS_URL"),
+            ("public_url", "LUMENORE_PUBLIC_URL"),
+            (
+                "rate_limit_caller_per_minute",
+                "LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE",
+            ),
+            (
+                "rate_limit_tenant_per_minute",
+                "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE",
+            ),
+            (
+                "max_concurrent_backend_calls",
+                "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS",
+            ),
+        ] {
+            assert_eq!(env_of(id).as_deref(), Some(env), "{id}");
+        }
+        // The operator writes these values.
+        assert_eq!(AuthMode::from_str("api-keys", false), Ok(AuthMode::ApiKeys));
+        assert_eq!(AuthMode::from_str("oauth", false), Ok(AuthMode::Oauth));
+        assert_eq!(AuthMode::from_str("none", false), Ok(AuthMode::None));
+    }
+
+    #[test]
+    fn hash_key_is_a_subcommand() {
+        let config = parse(&["hash-key", "--id", "alice"]);
+        assert_eq!(
+            config.command,
+            Some(Command::HashKey {
+                id: "alice".into(),
+                stdin: false
+            })
+        );
+        assert_eq!(Config::defaults().command, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! from a tenant's Lumenore backend or from the embedded analytics engine.
 
 pub mod app;
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod metrics;

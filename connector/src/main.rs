@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use lumenore_connector::{
     app,
-    config::{Config, Credentials},
+    auth::api_keys,
+    config::{Command, Config, Credentials},
     metrics::Metrics,
     telemetry,
 };
@@ -11,6 +12,9 @@ fn main() -> ExitCode {
     // A .env file beside the process is read first; real environment variables win over it.
     let _ = dotenvy::dotenv();
     let config = Config::from_args();
+    if let Some(command) = &config.command {
+        return run_command(command);
+    }
     telemetry::init(config.log_format);
     if let Err(message) = config.validate() {
         tracing::error!(%message, "invalid configuration");
@@ -53,7 +57,7 @@ async fn run(config: Config) -> Result<(), String> {
         load_ms = started.elapsed().as_millis() as u64,
         "backend loaded"
     );
-    let app = app::build(&config, backend, metrics);
+    let app = app::try_build(&config, backend, metrics)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", config.listen))?;
@@ -62,12 +66,40 @@ async fn run(config: Config) -> Result<(), String> {
         %address,
         backend = app.state.backend.name(),
         credentials = credentials.describe(),
+        auth_mode = ?config.auth_mode,
         "serving MCP at http://{address}/mcp"
     );
     app::spawn_readiness_loop(&app, config.readiness_interval);
     app::serve(app, listener, config.shutdown_grace, shutdown_signal())
         .await
         .map_err(|error| format!("server error: {error}"))
+}
+
+fn run_command(command: &Command) -> ExitCode {
+    match command {
+        Command::HashKey { id, stdin } => {
+            if *stdin {
+                let mut key = String::new();
+                if std::io::stdin().read_line(&mut key).is_err() || key.trim().is_empty() {
+                    eprintln!("error: give the key on standard input");
+                    return ExitCode::from(2);
+                }
+                println!("{}", api_keys::hash_line(key.trim()));
+                return ExitCode::SUCCESS;
+            }
+            let key = api_keys::generate_key();
+            eprintln!(
+                "# The key: give it to the caller (Authorization: Bearer <key>); it is not stored anywhere."
+            );
+            println!("{key}");
+            eprintln!("# Its entry for the keys file (only the hash is kept there):");
+            println!(
+                "  - id: {id}\n    hash: {}\n    tools: [\"*\"]",
+                api_keys::hash_line(&key)
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -39,6 +39,21 @@ pub struct LoginLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// All metrics of the connector, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -49,6 +64,10 @@ pub struct Metrics {
     pub backend_logins: Family<LoginLabels, Counter>,
     pub in_flight: Gauge,
     pub ready: Gauge,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub rate_limited: Family<LimitLabels, Counter>,
+    pub api_key_reloads: Family<OutcomeLabels, Counter>,
+    pub jwks_fetches: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +115,30 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when the backend is usable, else 0", ready.clone());
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "MCP requests refused for want of a valid credential or scope, by reason (missing_credential, unknown_key, revoked_key, malformed_token, disallowed_algorithm, bad_signature, expired, not_yet_valid, wrong_audience, wrong_issuer, missing_claim, unknown_key_id, issuer_unavailable, insufficient_scope)",
+            auth_failures.clone(),
+        );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Tool calls refused with HTTP 429, by limit (caller, tenant, concurrency)",
+            rate_limited.clone(),
+        );
+        let api_key_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "api_key_reloads",
+            "Changes of the API keys file, by outcome (success, error)",
+            api_key_reloads.clone(),
+        );
+        let jwks_fetches = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the token issuer's JWKS, by outcome (success, error, throttled)",
+            jwks_fetches.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             tool_calls,
@@ -104,6 +147,10 @@ impl Metrics {
             backend_logins,
             in_flight,
             ready,
+            auth_failures,
+            rate_limited,
+            api_key_reloads,
+            jwks_fetches,
         }
     }
 

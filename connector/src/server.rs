@@ -16,6 +16,7 @@ use rmcp::{
 use tokio::sync::mpsc;
 
 use crate::{
+    auth::Caller,
     backend::{Backend, BackendCall, BackendError},
     metrics::{Metrics, Outcome, ToolLabels, ToolOnly},
     telemetry::AUDIT_TARGET,
@@ -127,6 +128,16 @@ impl ConnectorServer {
     }
 }
 
+/// The caller the HTTP gate authenticated. `None` only when the handler is reached without the gate,
+/// which the router never allows; such a request is served nothing.
+fn caller(context: &RequestContext<RoleServer>) -> Option<Caller> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Caller>())
+        .cloned()
+}
+
 fn correlation_id(context: &RequestContext<RoleServer>) -> String {
     context
         .extensions
@@ -157,9 +168,21 @@ impl ServerHandler for ConnectorServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.state.tools.clone()))
+        // A caller sees only the tools it may call.
+        let caller = caller(&context);
+        let visible = self
+            .state
+            .tools
+            .iter()
+            .filter(|tool| {
+                let name = ToolName::parse(&tool.name);
+                matches!((&caller, name), (Some(caller), Some(name)) if caller.may_call(name))
+            })
+            .cloned()
+            .collect();
+        Ok(ListToolsResult::with_all_items(visible))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -177,12 +200,23 @@ impl ServerHandler for ConnectorServer {
             let shown: String = request.name.chars().take(64).collect();
             return Err(ErrorData::invalid_params(format!("unknown tool: {shown}"), None));
         }
+        // The HTTP gate already answered 403 for a tool the caller may not use; this holds even if a
+        // request reached the handler another way.
+        let caller = caller(&context);
+        let allowed = matches!((&caller, ToolName::parse(&request.name)), (Some(caller), Some(tool)) if caller.may_call(tool));
+        if !allowed {
+            return Err(ErrorData::invalid_request(
+                "this caller may not call this tool",
+                None,
+            ));
+        }
+        let caller_id = caller.map(|caller| caller.id);
         let started = Instant::now();
         self.state.metrics.in_flight.inc();
         let (result, outcome, tool) = self.answer(&request, &context).await;
         self.state.metrics.in_flight.dec();
         let elapsed = started.elapsed();
-        self.record(tool, outcome, elapsed, &result, &context);
+        self.record(tool, outcome, elapsed, &result, caller_id.as_deref(), &context);
         Ok(result.into())
     }
 }
@@ -194,6 +228,7 @@ impl ConnectorServer {
         outcome: Outcome,
         elapsed: Duration,
         result: &CallToolResult,
+        caller: Option<&str>,
         context: &RequestContext<RoleServer>,
     ) {
         let metrics = &self.state.metrics;
@@ -208,12 +243,17 @@ impl ConnectorServer {
             .tool_latency
             .get_or_create(&ToolOnly { tool })
             .observe(elapsed.as_secs_f64());
-        // Metadata only: never the arguments or the result.
+        // Metadata only: never the arguments or the result. The caller is a key id or a token subject,
+        // never the credential. Same fields as the gate's "request refused" events.
         tracing::info!(
             target: AUDIT_TARGET,
             correlation_id = %correlation_id(context),
+            caller = caller.unwrap_or("-"),
+            method = "tools/call",
             tool,
             outcome = ?outcome,
+            reason = "-",
+            status = 200u16,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             response_bytes = response_size(result),
             "tool call"
