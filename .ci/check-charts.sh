@@ -165,6 +165,24 @@ for f in "${values_files[@]}"; do
   validate_dir "$name" "$work/split-$name"
 done
 
+section "toggles render valid objects"
+toggles=("rbac.create=false" "serviceAccount.create=false,serviceAccount.name=custom" "metrics.service.enabled=false"
+  "networkPolicy.enabled=false" "leaderElection.enabled=true" "fullnameOverride=lmo,nameOverride=x"
+  "operator.enabled=false" "crds.install=false,crds.keep=false")
+rm -rf "$work/toggles"
+for i in "${!toggles[@]}"; do
+  if helm template "$RELEASE" "$CHART" -n "$NS" --kube-version "$K8S_VERSION" --set "${toggles[$i]}" >"$work/toggle-$i.yaml" 2>"$work/tpl.log"; then
+    "$PY" .ci/k8s_manifests.py split "$work/toggles/$i" "$work/toggle-$i.yaml" >/dev/null
+  else
+    fail "helm template --set ${toggles[$i]}"; indent <"$work/tpl.log"
+  fi
+done
+if kubernetes-validate -k "$K8S_VERSION" --strict --quiet "$work"/toggles/*/builtin/*.yaml >"$work/kv.log" 2>&1; then
+  pass "${#toggles[@]} toggle sets render and validate (--strict): ${toggles[*]}"
+else
+  fail "toggle renders: kubernetes-validate --strict"; indent <"$work/kv.log"
+fi
+
 assert_render "default: hardened operator pod (non-root, read-only root fs, no escalation, drop ALL, seccomp, probes, resources)" \
   "$work/render-default.yaml" '
 d = kinds("Deployment")[0]["spec"]["template"]["spec"]
