@@ -359,8 +359,8 @@ impl Config {
                     .filter(|audience| !audience.trim().is_empty())
                     .unwrap_or(public);
                 Ok(AuthSettings::OAuth {
-                    settings: OAuthSettings::new(issuer, audience, self.oauth_jwks_url.clone()),
-                    public_url,
+                    settings: Box::new(OAuthSettings::new(issuer, audience, self.oauth_jwks_url.clone())),
+                    public_url: Box::new(public_url),
                 })
             }
         }

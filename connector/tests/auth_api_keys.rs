@@ -267,3 +267,35 @@ async fn start_fails_with_a_missing_keys_file() {
         .expect("a missing keys file is refused at start");
     assert!(error.contains("cannot read the API keys file"), "{error}");
 }
+
+#[test]
+fn hash_key_makes_a_key_whose_entry_authenticates_it() {
+    use lumenore_connector::auth::{ToolSet, api_keys::KeySet};
+    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let output = std::process::Command::new(binary)
+        .args(["hash-key", "--id", "alice"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (key, entry) = stdout.split_once('\n').unwrap();
+    assert!(key.starts_with("lmk_") && key.len() == 68, "{key}");
+    assert!(!entry.contains(key), "the entry holds the key itself");
+    let set = KeySet::parse(&format!("keys:\n{entry}")).unwrap();
+    let caller = set.authenticate(key).unwrap();
+    assert_eq!(&*caller.id, "alice");
+    assert_eq!(caller.tools, ToolSet::ALL);
+
+    // --stdin hashes a given key to the same line the entry holds.
+    let mut child = std::process::Command::new(binary)
+        .args(["hash-key", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let line = String::from_utf8(output.stdout).unwrap();
+    assert!(entry.contains(line.trim()), "{line} not in {entry}");
+}

@@ -111,9 +111,9 @@ pub enum AuthSettings {
         reload_interval: Duration,
     },
     OAuth {
-        settings: OAuthSettings,
+        settings: Box<OAuthSettings>,
         /// This connector's public URL (the protected resource).
-        public_url: Url,
+        public_url: Box<Url>,
     },
 }
 
@@ -158,7 +158,7 @@ impl Gate {
                     "bearer_methods_supported": ["header"],
                     "resource_name": "Lumenore analytics (MCP)",
                 }));
-                let validator = Arc::new(OAuthValidator::new(settings, metrics.clone())?);
+                let validator = Arc::new(OAuthValidator::new(*settings, metrics.clone())?);
                 let prefetch = validator.clone();
                 let prefetch_stop = stop.child_token();
                 tokio::spawn(async move {
