@@ -421,15 +421,24 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response<Body>
         .expect("response")
 }
 
-/// Checks the bearer token; on success counts one use.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let unauthorized = || {
-        shared.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+/// A 401 for an unknown or expired token.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response<Body> {
         (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "token expired or invalid"})),
         )
             .into_response()
+    }
+}
+
+/// Checks the bearer token; on success counts one use.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Unauthorized> {
+    let unauthorized = || {
+        shared.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
+        Unauthorized
     };
     let Some(token) = headers
         .get(header::AUTHORIZATION)
@@ -488,11 +497,7 @@ impl Drop for CallGuard {
 }
 
 /// The common part of every data endpoint: count, authorize, wait the configured delay.
-async fn begin(
-    shared: &Arc<Shared>,
-    headers: &HeaderMap,
-    endpoint: &str,
-) -> Result<CallGuard, Response<Body>> {
+async fn begin(shared: &Arc<Shared>, headers: &HeaderMap, endpoint: &str) -> Result<CallGuard, Unauthorized> {
     count_endpoint(shared, endpoint);
     authorize(shared, headers)?;
     let guard = CallGuard::new(shared);
@@ -509,7 +514,7 @@ async fn answer(shared: Arc<Shared>, headers: HeaderMap, endpoint: &str, body: V
             guard.finish();
             Json(body).into_response()
         }
-        Err(response) => response,
+        Err(unauthorized) => unauthorized.into_response(),
     }
 }
 
@@ -553,7 +558,7 @@ async fn analysis(
 async fn nlq_to_data(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response<Body> {
     let guard = match begin(&shared, &headers, "/nlq-to-data").await {
         Ok(guard) => guard,
-        Err(response) => return response,
+        Err(unauthorized) => return unauthorized.into_response(),
     };
     let (chunks, chunk_delay) = {
         let config = shared.config.lock().unwrap();
