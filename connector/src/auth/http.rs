@@ -120,6 +120,8 @@ pub enum AuthSettings {
 /// The gate's shared state.
 pub struct Gate {
     authenticator: Authenticator,
+    /// Mode none: the one caller, made once.
+    anonymous: Caller,
     limits: Limits,
     metrics: Metrics,
     /// RFC 9728 metadata URL named in 401 challenges (OAuth mode).
@@ -172,6 +174,7 @@ impl Gate {
         };
         let gate = Arc::new(Gate {
             authenticator,
+            anonymous: Caller::anonymous(),
             limits: Limits::new(limits),
             metrics,
             resource_metadata_url,
@@ -197,7 +200,7 @@ impl Gate {
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthFailure> {
         match &self.authenticator {
-            Authenticator::None => Ok(Caller::anonymous()),
+            Authenticator::None => Ok(self.anonymous.clone()),
             Authenticator::ApiKeys(store) => {
                 let key = bearer(headers)
                     .or_else(|| {
