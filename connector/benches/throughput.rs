@@ -1,0 +1,238 @@
+//! Connector benchmark (a bench binary, not a timed test). Run: `cargo bench -p lumenore-connector`.
+//!
+//! Starts a local stand-in for the Lumenore backend that answers at once, spawns the real release
+//! `lumenore-connector` binary against it with a static token, and measures:
+//! - time from process start to `/readyz` = 200;
+//! - `tools/call` throughput and latency at 16 concurrent clients, and the latency the connector adds over
+//!   calling the backend directly with the same client and concurrency;
+//! - the connector process's resident memory after 100,000 calls.
+//!
+//! Options (environment): BENCH_CALLS (default 100000), BENCH_CONCURRENCY (default 16).
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, routing::post};
+use serde_json::{Value, json};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn start_backend() -> String {
+    let answer = json!({"rows": [["North", 1250.5], ["South", 980.25], ["East", 875.0]], "columns": ["region", "revenue"]});
+    let app = Router::new()
+        .route(
+            "/api/ai-engine/mcp/get-trend-data",
+            post(move || async move { Json(answer.clone()) }),
+        )
+        .route(
+            "/api/askme-manager/get-domain",
+            axum::routing::get(|| async { Json(json!({"domains": []})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Percentiles {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// Runs `calls` requests from `concurrency` clients; returns latencies and wall time.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    body: Arc<Value>,
+    headers: &[(&'static str, &'static str)],
+    calls: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let per_client = calls / concurrency;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let body = body.clone();
+        let headers = headers.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let begin = Instant::now();
+                let mut request = client.post(&url).json(&*body);
+                for (name, value) in &headers {
+                    request = request.header(*name, *value);
+                }
+                let response = request.send().await.expect("request");
+                assert!(response.status().is_success(), "status {}", response.status());
+                let bytes = response.bytes().await.expect("body");
+                assert!(!bytes.is_empty());
+                latencies.push(begin.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::with_capacity(calls);
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    (all, started.elapsed())
+}
+
+struct Connector(Child);
+
+impl Drop for Connector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let calls = env_usize("BENCH_CALLS", 100_000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 16);
+    let backend = start_backend().await;
+    let port = free_port();
+    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+
+    let spawned = Instant::now();
+    let child = Command::new(binary)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SERVER_URL", &backend)
+        .env("LUMENORE_API_KEY", "bench-token")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn connector");
+    let connector = Connector(child);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()
+        .unwrap();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let ready_after = loop {
+        if let Ok(response) = client.get(&readyz).send().await
+            && response.status() == 200
+        {
+            break spawned.elapsed();
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(10),
+            "connector never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+
+    let mcp_body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
+    let mcp_headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let direct_body = Arc::new(json!({"userQuery": "monthly revenue trend", "schemaId": 35403}));
+    let direct_url = format!("{backend}/api/ai-engine/mcp/get-trend-data");
+
+    // Warm up both paths (connections, allocator).
+    load(
+        &client,
+        &mcp_url,
+        mcp_body.clone(),
+        &mcp_headers,
+        2_000,
+        concurrency,
+    )
+    .await;
+    load(&client, &direct_url, direct_body.clone(), &[], 2_000, concurrency).await;
+
+    let (direct, _) = load(&client, &direct_url, direct_body, &[], calls / 5, concurrency).await;
+    let direct = percentiles(direct);
+    let (through, wall) = load(&client, &mcp_url, mcp_body, &mcp_headers, calls, concurrency).await;
+    let done = through.len();
+    let through = percentiles(through);
+    let rss = rss_kib(connector.0.id());
+
+    let throughput = done as f64 / wall.as_secs_f64();
+    let added_p50 = through.p50.saturating_sub(direct.p50);
+    let added_p99 = through.p99.saturating_sub(direct.p99);
+    println!(
+        "lumenore-connector benchmark (cargo bench -p lumenore-connector; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency})"
+    );
+    println!(
+        "  machine: {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!(
+        "  ready after start (static token):   {:>8.1} ms   target < 100 ms",
+        ready_after.as_secs_f64() * 1e3
+    );
+    println!(
+        "  tools/call throughput:              {throughput:>8.0} calls/s   target >= 5000 ({done} calls in {:.2} s)",
+        wall.as_secs_f64()
+    );
+    println!(
+        "  latency through connector p50/p99:  {:>8.3} / {:.3} ms",
+        ms(through.p50),
+        ms(through.p99)
+    );
+    println!(
+        "  latency backend direct   p50/p99:   {:>8.3} / {:.3} ms",
+        ms(direct.p50),
+        ms(direct.p99)
+    );
+    println!(
+        "  added latency p50 / p99:            {:>8.3} / {:.3} ms   target p50 < 1 ms",
+        ms(added_p50),
+        ms(added_p99)
+    );
+    println!(
+        "  connector RSS after {done} calls:   {:>8.1} MiB   target < 30 MiB",
+        rss as f64 / 1024.0
+    );
+    drop(connector);
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
