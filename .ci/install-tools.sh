@@ -79,7 +79,7 @@ urllib3==2.8.0
 uvicorn==0.54.0
 EOF
 )"
-APT_PACKAGES=(buildah wrk hey)
+APT_PACKAGES=(buildah wrk hey lua5.4)
 
 # ---- locations ----------------------------------------------------------------
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
