@@ -133,16 +133,17 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
         .with_cancellation_token(shutdown.child_token())
         .with_max_request_body_bytes(config.max_request_bytes)
         .with_allowed_hosts(config.allowed_hosts.iter().map(|host| host.trim().to_string()));
-    mcp_config = if config.allowed_origins.is_empty() {
-        // No browser origin was allowed: refuse every request that carries an Origin header.
+    let origins: Vec<String> = config
+        .allowed_origins
+        .iter()
+        .map(|origin| origin.trim().to_string())
+        .filter(|origin| !origin.is_empty())
+        .collect();
+    mcp_config = if origins.is_empty() {
+        // No browser origin is allowed: refuse every request that carries an Origin header.
         mcp_config.enforce_origin_validation()
     } else {
-        mcp_config.with_allowed_origins(
-            config
-                .allowed_origins
-                .iter()
-                .map(|origin| origin.trim().to_string()),
-        )
+        mcp_config.with_allowed_origins(origins)
     };
     let handler_state = state.clone();
     let mcp = StreamableHttpService::new(

@@ -63,8 +63,14 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
 
     /// Browser origins accepted in the Origin header of /mcp requests, comma separated (scheme://host:port,
-    /// ":*" for any port). Empty: requests carrying an Origin header are refused.
-    #[arg(long, env = "LUMENORE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// ":*" for any port). The default accepts pages served from this machine only, like the default hosts.
+    /// An empty value ("") refuses every request that carries an Origin header.
+    #[arg(
+        long,
+        env = "LUMENORE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Time allowed to open a connection to the backend.

@@ -213,3 +213,28 @@ async fn correlation_ids_are_echoed_or_made() {
         .unwrap();
     assert_ne!(response.headers()["x-request-id"], "bad id with spaces");
 }
+
+#[tokio::test]
+async fn local_origins_are_accepted_by_default_and_an_empty_list_refuses_all() {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (server, _backend) = server_with(|_| {}).await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let local = format!("http://127.0.0.1:{port}");
+    let response = raw(&http(), &server.mcp)
+        .header("origin", &local)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let (server, _backend) = server_with(|config| config.allowed_origins = vec![String::new()]).await;
+    let response = raw(&http(), &server.mcp)
+        .header("origin", &local)
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
