@@ -59,14 +59,9 @@ async fn conformance_suite_server_scenarios_pass() {
     let Some(conformance) = require("conformance", find("conformance")) else {
         return;
     };
-    // A local server must accept its own localhost origins (dns-rebinding-protection, check
-    // LocalhostHostAccepted). The connector's default refuses every request that carries an Origin
-    // header, so the local origins are configured here as an operator would.
-    let connector = Connector::start(ConnectorSpec::embedded().env(
-        "LUMENORE_ALLOWED_ORIGINS",
-        "http://127.0.0.1:*,http://localhost:*",
-    ))
-    .await;
+    // Default configuration: dns-rebinding-protection needs localhost Origins accepted by default
+    // (they are since 8d39bd9) and foreign Hosts/Origins refused.
+    let connector = Connector::start(ConnectorSpec::embedded()).await;
     let expected = repo_root().join("e2e/conformance-expected-failures.yml");
     let out_dir = std::env::temp_dir().join(format!("lumenore-e2e-conformance-{}", std::process::id()));
     let (ok, stdout, stderr) = run(
