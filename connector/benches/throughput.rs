@@ -129,6 +129,7 @@ impl Drop for Connector {
 
 #[tokio::main]
 async fn main() {
+    lumenore_connector::app::install_crypto_provider();
     let calls = env_usize("BENCH_CALLS", 100_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let backend = start_backend().await;
