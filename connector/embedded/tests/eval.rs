@@ -16,7 +16,7 @@ use evaluate::{Question, Tol, Verdict, compare_table, judge_answer, period, valu
 use serde_json::{Value as Json, json};
 
 /// Correct answers the current engine gives at least (raise it when the engine improves).
-const MIN_CORRECT: usize = 76;
+const MIN_CORRECT: usize = 77;
 /// Relations that must hold at least.
 const MIN_METAMORPHIC_HOLD: usize = 9;
 /// Questions the current engine answers wrong (issue 10's patterns). Every other question must be right or
