@@ -91,6 +91,10 @@ pub struct Outcome {
     pub question: String,
     pub expected: String,
     pub tags: Vec<String>,
+    /// nlq or the analysis tool.
+    pub tool: String,
+    /// How long the engine took (all its questions, for a metamorphic relation).
+    pub elapsed: std::time::Duration,
     pub verdict: Verdict,
 }
 
@@ -128,6 +132,44 @@ impl Report {
             "metamorphic: {c}/{} hold, {r} refused, {w} broken",
             self.metamorphic.len()
         )
+    }
+
+    /// Refusals whose message does not name what was not understood (a quoted word) and the measures
+    /// that exist (issue 10: refusals keep saying both).
+    pub fn uninformative_refusals(&self) -> Vec<&str> {
+        self.questions
+            .iter()
+            .chain(&self.metamorphic)
+            .filter(|o| matches!(&o.verdict, Verdict::Refused(m) if !refusal_is_informative(m)))
+            .map(|o| o.id.as_str())
+            .collect()
+    }
+
+    /// "nlq p50 … ms, p95 … ms (n); analyses p50 …": the engine's time per answered question (refusals
+    /// excluded) in this run; a figure to read, not a target (use a release build).
+    pub fn latency(&self) -> String {
+        let mut parts = Vec::new();
+        for (label, analysis) in [("answered questions (nlq)", false), ("answered analyses", true)] {
+            let mut ms: Vec<f64> = self
+                .questions
+                .iter()
+                .filter(|o| (o.tool != "nlq") == analysis && !matches!(o.verdict, Verdict::Refused(_)))
+                .map(|o| o.elapsed.as_secs_f64() * 1000.0)
+                .collect();
+            if ms.is_empty() {
+                continue;
+            }
+            ms.sort_by(f64::total_cmp);
+            let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+            parts.push(format!(
+                "{label} p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms (n = {})",
+                at(0.5),
+                at(0.95),
+                at(1.0),
+                ms.len()
+            ));
+        }
+        format!("latency: {}", parts.join("; "))
     }
 
     pub fn wrong_ids(&self) -> Vec<&str> {
@@ -179,6 +221,13 @@ impl Report {
             .collect();
         tags.sort_unstable();
         tags.dedup();
+        let (_, n_refused, _) = counts(&all.iter().map(|o| (*o).clone()).collect::<Vec<_>>());
+        let _ = writeln!(
+            out,
+            "\nrefusals naming the words not understood and the measures: {}/{n_refused}",
+            n_refused - self.uninformative_refusals().len()
+        );
+        let _ = writeln!(out, "{}", self.latency());
         let _ = writeln!(out, "\nby pattern (correct/refused/wrong of total):");
         for t in tags {
             let of: Vec<Outcome> = self
@@ -224,6 +273,14 @@ fn close(expected: f64, got: f64, rel: f64, abs: f64) -> bool {
     (got - expected).abs() <= abs.max(rel * expected.abs())
 }
 
+/// A refusal names what it did not understand (a quoted word) and the measures that exist.
+pub fn refusal_is_informative(message: &str) -> bool {
+    let quoted = message.matches('\'').count() >= 2
+        || message.matches('"').count() >= 2
+        || (message.contains('«') && message.contains('»'));
+    quoted && message.to_ascii_lowercase().contains("measure")
+}
+
 fn tool_kind(tool: &str) -> Result<Option<AnalysisKind>, String> {
     Ok(match tool {
         "nlq" => None,
@@ -265,27 +322,39 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
         .questions
         .iter()
         .filter(|q| keep(&q.id))
-        .map(|q| Outcome {
-            id: q.id.clone(),
-            question: q.question.clone(),
-            expected: describe_expected(q),
-            tags: q.tags.clone(),
-            verdict: judge(engine, q),
+        .map(|q| {
+            let started = std::time::Instant::now();
+            let verdict = judge(engine, q);
+            Outcome {
+                id: q.id.clone(),
+                question: q.question.clone(),
+                expected: describe_expected(q),
+                tags: q.tags.clone(),
+                tool: q.tool.clone(),
+                elapsed: started.elapsed(),
+                verdict,
+            }
         })
         .collect();
     let metamorphic = expected
         .metamorphic
         .iter()
         .filter(|m| keep(&m.id))
-        .map(|m| Outcome {
-            id: m.id.clone(),
-            question: match &m.b {
-                Some(b) => format!("{} | {b}", m.a),
-                None => format!("{} | {}", m.a, m.parts.join(" | ")),
-            },
-            expected: format!("rule '{}'", m.rule),
-            tags: m.tags.clone(),
-            verdict: judge_metamorphic(engine, m),
+        .map(|m| {
+            let started = std::time::Instant::now();
+            let verdict = judge_metamorphic(engine, m);
+            Outcome {
+                id: m.id.clone(),
+                question: match &m.b {
+                    Some(b) => format!("{} | {b}", m.a),
+                    None => format!("{} | {}", m.a, m.parts.join(" | ")),
+                },
+                expected: format!("rule '{}'", m.rule),
+                tags: m.tags.clone(),
+                tool: m.tool.clone(),
+                elapsed: started.elapsed(),
+                verdict,
+            }
         })
         .collect();
     Report {

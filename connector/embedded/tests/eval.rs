@@ -146,6 +146,11 @@ fn demo_engine_answers_the_evaluation_set() {
         "{} (at least {MIN_CORRECT} correct expected)",
         report.summary()
     );
+    assert_eq!(
+        report.uninformative_refusals(),
+        Vec::<&str>::new(),
+        "refusals must name the words not understood and the measures that exist"
+    );
     let (hold, _, _) = evaluate::counts(&report.metamorphic);
     assert!(hold >= MIN_METAMORPHIC_HOLD, "{}", report.metamorphic_summary());
 }
@@ -356,6 +361,17 @@ fn analysis_checks_compare_the_independent_figures() {
     };
     assert_eq!(judge_answer(&q, &forecast(2)), Ok(()));
     assert!(judge_answer(&q, &forecast(3)).is_err());
+}
+
+#[test]
+fn a_refusal_must_name_the_word_and_the_measures() {
+    assert!(evaluate::refusal_is_informative(
+        "did not understand 'sell'. Dataset Sales has measures: units, revenue"
+    ));
+    assert!(!evaluate::refusal_is_informative(
+        "did not understand the question"
+    ));
+    assert!(!evaluate::refusal_is_informative("did not understand 'sell'"));
 }
 
 #[test]
