@@ -95,6 +95,8 @@ pub struct Outcome {
     pub tool: String,
     /// How long the engine took (all its questions, for a metamorphic relation).
     pub elapsed: std::time::Duration,
+    /// The size of the answer as JSON text (what a language model would receive), when there was one.
+    pub answer_bytes: Option<usize>,
     pub verdict: Verdict,
 }
 
@@ -172,6 +174,22 @@ impl Report {
         format!("latency: {}", parts.join("; "))
     }
 
+    /// The largest answers (JSON text a language model would receive), largest first.
+    pub fn largest_answers(&self, n: usize) -> String {
+        let mut sized: Vec<(usize, &str)> = self
+            .questions
+            .iter()
+            .filter_map(|o| o.answer_bytes.map(|b| (b, o.id.as_str())))
+            .collect();
+        sized.sort_by(|a, b| b.cmp(a));
+        let shown: Vec<String> = sized
+            .iter()
+            .take(n)
+            .map(|(b, id)| format!("{id} {:.1} KB", *b as f64 / 1024.0))
+            .collect();
+        format!("largest answers: {}", shown.join(", "))
+    }
+
     pub fn wrong_ids(&self) -> Vec<&str> {
         self.questions
             .iter()
@@ -228,6 +246,7 @@ impl Report {
             n_refused - self.uninformative_refusals().len()
         );
         let _ = writeln!(out, "{}", self.latency());
+        let _ = writeln!(out, "{}", self.largest_answers(5));
         let _ = writeln!(out, "\nby pattern (correct/refused/wrong of total):");
         for t in tags {
             let of: Vec<Outcome> = self
@@ -324,7 +343,7 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
         .filter(|q| keep(&q.id))
         .map(|q| {
             let started = std::time::Instant::now();
-            let verdict = judge(engine, q);
+            let (verdict, answer_bytes) = judge_sized(engine, q);
             Outcome {
                 id: q.id.clone(),
                 question: q.question.clone(),
@@ -332,6 +351,7 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
                 tags: q.tags.clone(),
                 tool: q.tool.clone(),
                 elapsed: started.elapsed(),
+                answer_bytes,
                 verdict,
             }
         })
@@ -353,6 +373,7 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
                 tags: m.tags.clone(),
                 tool: m.tool.clone(),
                 elapsed: started.elapsed(),
+                answer_bytes: None,
                 verdict,
             }
         })
@@ -365,17 +386,24 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
 
 /// Judges one question.
 pub fn judge(engine: &Engine, q: &Question) -> Verdict {
+    judge_sized(engine, q).0
+}
+
+/// Judges one question; also gives the answer's size as JSON text.
+fn judge_sized(engine: &Engine, q: &Question) -> (Verdict, Option<usize>) {
     let answer = match ask(engine, &q.tool, &q.question, q.schema_id) {
         Ok(a) => a,
-        Err(v) => return v,
+        Err(v) => return (v, None),
     };
-    match judge_answer(q, &answer) {
+    let bytes = answer.to_string().len();
+    let verdict = match judge_answer(q, &answer) {
         Ok(()) => Verdict::Correct,
         Err(why) => Verdict::Wrong {
             got: describe_answer(&answer),
             why,
         },
-    }
+    };
+    (verdict, Some(bytes))
 }
 
 /// Compares one answer with the truth.
