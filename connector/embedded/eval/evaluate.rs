@@ -384,6 +384,20 @@ pub fn evaluate(engine: &Engine, expected: &Expected, keep: &dyn Fn(&str) -> boo
     }
 }
 
+/// The engine's answer to a question as pretty JSON (rows cut to 20), or its error.
+pub fn show_answer(engine: &Engine, q: &Question) -> String {
+    match ask(engine, &q.tool, &q.question, q.schema_id) {
+        Ok(mut a) => {
+            if let Some(rows) = a.get_mut("rows").and_then(Json::as_array_mut) {
+                rows.truncate(20);
+            }
+            serde_json::to_string_pretty(&a).unwrap_or_default()
+        }
+        Err(Verdict::Refused(m)) => format!("refused: {m}"),
+        Err(v) => format!("{v:?}"),
+    }
+}
+
 /// Judges one question.
 pub fn judge(engine: &Engine, q: &Question) -> Verdict {
     judge_sized(engine, q).0
