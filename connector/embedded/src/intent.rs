@@ -96,7 +96,19 @@ pub fn route(plan: &mut Plan, tool: Tool) -> Result<(), (String, String)> {
         ));
     }
     if kind.is_some()
-        && let Some(Compare::Periods(_) | Compare::OverPeriods(_)) = plan.compare
+        && let Some(Compare::OverPeriods(g)) = plan.compare
+    {
+        // "growing month over month": the analysis reads the series at that grain
+        plan.compare = None;
+        plan.notes.push(format!(
+            "'{} over {}' read as a {} series",
+            g.as_str(),
+            g.as_str(),
+            g.as_str()
+        ));
+    }
+    if kind.is_some()
+        && let Some(Compare::Periods(_)) = plan.compare
     {
         return Err((
             "vs".into(),

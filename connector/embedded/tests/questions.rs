@@ -209,10 +209,11 @@ fn in_range(d: &str, a: &str, b: &str) -> bool {
 #[test]
 fn q01_top_5_sales_regions_last_month() {
     let ans = ask("Top 5 sales regions last month", SALES);
+    // the data ends on 2025-12-31, a month end: the latest complete month is December 2025
     let exp = sums(group(
         sales()
             .iter()
-            .filter(|s| in_range(&s.date, "2025-11-01", "2025-11-30")),
+            .filter(|s| in_range(&s.date, "2025-12-01", "2025-12-31")),
         |s| s.region.clone(),
         |s| s.revenue,
     ));
@@ -223,7 +224,7 @@ fn q01_top_5_sales_regions_last_month() {
         .collect();
     assert!(vals.windows(2).all(|w| w[0] >= w[1]), "sorted descending");
     assert_eq!(ans["plan"]["limit"], 5);
-    assert_eq!(ans["plan"]["time_range"]["start"], "2025-11-01");
+    assert_eq!(ans["plan"]["time_range"]["start"], "2025-12-01");
     let notes = ans["notes"].to_string();
     assert!(notes.contains("latest date 2025-12-31"), "{notes}");
 }
@@ -372,10 +373,12 @@ fn q08_count_transactions_west_last_quarter() {
     let ans = ask("How many transactions in the West region last quarter", SALES);
     let n = sales()
         .iter()
-        .filter(|s| s.region == "West" && in_range(&s.date, "2025-07-01", "2025-09-30"))
+        .filter(|s| s.region == "West" && in_range(&s.date, "2025-10-01", "2025-12-31"))
         .count();
     assert_eq!(rows(&ans)[0]["row_count"].as_u64().unwrap() as usize, n);
     assert_eq!(ans["plan"]["filters"][0]["values"][0], "West");
+    // the latest complete quarter: the data ends on 2025-12-31
+    assert_eq!(ans["plan"]["time_range"]["start"], "2025-10-01");
 }
 
 #[test]
@@ -795,9 +798,10 @@ fn q34_customer_refusals() {
 #[test]
 fn q35_total_stock_level_by_warehouse_last_month() {
     let ans = ask("total stock level by warehouse last month", INVENTORY);
-    // latest month is 2025-12-01, so last month is November 2025
+    // latest month is 2025-12 (monthly data: its row stands for the whole month), so last month is
+    // December 2025
     let exp = sums(group(
-        inventory().iter().filter(|r| r.month == "2025-11-01"),
+        inventory().iter().filter(|r| r.month == "2025-12-01"),
         |r| r.warehouse.clone(),
         |r| r.stock,
     ));

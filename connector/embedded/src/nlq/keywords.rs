@@ -59,6 +59,8 @@ pub enum It {
     Latest,
     /// Phrases that carry no meaning for the plan ("look like").
     Filler,
+    /// "at the end of" a period: the level at its last period.
+    EndOf,
 }
 
 /// Words that carry no meaning for the plan.
@@ -182,6 +184,24 @@ pub const FILLER: &[&str] = &[
     "occurred",
     "where",
     "when",
+    "from",
+    "whole",
+    "entire",
+    "place",
+    "placed",
+    "places",
+    "placing",
+    "point",
+    "points",
+    "like",
+    "closely",
+    "strongly",
+    "sudden",
+    "suddenly",
+    "really",
+    "actually",
+    "doing",
+    "done",
 ];
 
 /// Stems of business verbs and nouns that name the dataset's sales measure.
@@ -219,6 +239,14 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
             return Some((2, It::Intent(AnalysisKind::Change)));
         }
         ("look" | "looks" | "looked", Some("like"), _) => return Some((2, It::Filler)),
+        ("right", Some("now"), _) => return Some((2, It::Latest)),
+        ("at" | "by", Some("the"), Some("end")) if word(t, i + 3) == Some("of") => {
+            return Some((4, It::EndOf));
+        }
+        ("end", Some("of"), _) => return Some((2, It::EndOf)),
+        ("move" | "moves" | "go" | "goes", Some("together"), _) => {
+            return Some((2, It::Intent(AnalysisKind::Correlation)));
+        }
         ("make" | "makes" | "made", Some("up"), _) => return Some((2, It::Intent(AnalysisKind::Pareto))),
         ("account" | "accounts" | "accounted", Some("for"), _) => {
             return Some((2, It::Intent(AnalysisKind::Pareto)));
@@ -292,6 +320,10 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
         ("day" | "week" | "month" | "quarter" | "year", Some("over" | "on"), Some(x)) if x == w => {
             return Some((3, It::Over(parse_unit(w)?)));
         }
+        ("year-over-year" | "year-on-year", _, _) => return Some((1, It::Over(Grain::Year))),
+        ("month-over-month" | "month-on-month", _, _) => return Some((1, It::Over(Grain::Month))),
+        ("quarter-over-quarter" | "quarter-on-quarter", _, _) => return Some((1, It::Over(Grain::Quarter))),
+        ("week-over-week" | "week-on-week", _, _) => return Some((1, It::Over(Grain::Week))),
         ("by" | "per" | "each" | "every" | "a", Some(u), _) => {
             if let Some(g) = parse_unit(u)
                 && !u.ends_with('s')
@@ -345,7 +377,7 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
             desc: false,
             ranking: true,
         },
-        "descending" | "desc" | "decreasing" => It::Dir {
+        "descending" | "desc" | "decreasing" | "rank" | "ranked" | "ranking" => It::Dir {
             desc: true,
             ranking: false,
         },
@@ -370,19 +402,21 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
         "vs" | "versus" | "against" | "compare" | "compared" | "comparing" | "comparison" => It::Compare,
         "between" => It::Between,
         "all" => It::All,
-        "current" | "latest" | "now" => It::Latest,
-        "trend" | "trends" | "trending" | "growth" | "grow" | "growing" | "grew" | "evolve" | "evolved"
-        | "evolution" => It::Intent(AnalysisKind::Trend),
+        "current" | "latest" | "now" | "currently" | "today" => It::Latest,
+        "trend" | "trends" | "trending" | "trended" | "trajectory" | "growth" | "grow" | "growing"
+        | "grew" | "evolve" | "evolved" | "evolution" => It::Intent(AnalysisKind::Trend),
         "predict" | "prediction" | "predictions" | "forecast" | "forecasts" | "forecasting" | "projected"
-        | "projection" | "projections" | "expected" | "expect" => It::Intent(AnalysisKind::Prediction),
+        | "projection" | "projections" | "expected" | "expect" | "project" => {
+            It::Intent(AnalysisKind::Prediction)
+        }
         "outlier" | "outliers" | "anomaly" | "anomalies" | "anomalous" | "unusual" | "unusually"
         | "abnormal" | "spikes" | "spike" => It::Intent(AnalysisKind::Outlier),
         "correlate" | "correlates" | "correlated" | "correlation" | "correlations" | "relationship"
-        | "relationships" | "related" | "relate" | "associated" | "association" => {
-            It::Intent(AnalysisKind::Correlation)
-        }
+        | "relationships" | "related" | "relate" | "associated" | "association" | "link" | "links"
+        | "linked" | "track" | "tracks" | "connection" | "connected" | "depend" | "depends"
+        | "dependence" => It::Intent(AnalysisKind::Correlation),
         "change" | "changes" | "changed" | "shift" | "shifts" | "shifted" | "break" | "breaks" | "jump"
-        | "jumps" => It::Intent(AnalysisKind::Change),
+        | "jumps" | "step" => It::Intent(AnalysisKind::Change),
         "pareto" | "contribute" | "contributes" | "contributing" | "contribution" | "contributions"
         | "concentration" | "account" | "accounts" => It::Intent(AnalysisKind::Pareto),
         "factors" | "factor" | "drivers" | "driver" | "drive" | "drives" | "influence" | "influences"

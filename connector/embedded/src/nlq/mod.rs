@@ -14,7 +14,7 @@ pub mod time;
 pub mod tokens;
 pub mod vocabulary;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use crate::catalog::Dataset;
 use crate::plan::Plan;
@@ -59,7 +59,9 @@ pub struct Piece {
 
 /// Split a question into understood pieces, or refuse with the words not understood.
 pub fn scan(question: &str, ctx: &Ctx) -> Result<Vec<Piece>, Refusal> {
-    let w = Words::new(question);
+    let w = Words::new(question, |t| {
+        ctx.vocab.knows_first(&tokens::stem(t)) || keyword(&[t.to_string()], &[tokens::stem(t)], 0).is_some()
+    });
     let (t, stems) = (&w.raw, &w.stems);
     if t.is_empty() {
         return refuse(question.trim(), "the question has no words");
@@ -68,6 +70,12 @@ pub fn scan(question: &str, ctx: &Ctx) -> Result<Vec<Piece>, Refusal> {
         .latest
         .unwrap_or_else(|| NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid"));
     let earliest = ctx.earliest.unwrap_or(latest);
+    // monthly data: the latest row stands for its whole month
+    let latest = if ctx.monthly {
+        time::month_end(latest.year(), latest.month()).unwrap_or(latest)
+    } else {
+        latest
+    };
     let mut items: Vec<Piece> = Vec::new();
     let mut unknown: Vec<Vec<String>> = Vec::new();
     let mut last_unknown = false;

@@ -105,6 +105,23 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         }
     }
 
+    // ranking or shares of members (Pareto) need one row per member
+    let has_ranking = items.iter().any(|p| {
+        matches!(
+            p.it,
+            It::Top(..)
+                | It::Number(_)
+                | It::Dir { ranking: true, .. }
+                | It::Share(_)
+                | It::Intent(crate::AnalysisKind::Pareto)
+        )
+    });
+    let has_avg = items.iter().any(|p| matches!(p.it, It::Agg(Aggregation::Avg)));
+    let key_col = ds
+        .key
+        .as_ref()
+        .and_then(|k| ds.columns.iter().position(|c| &c.name == k));
+
     // Pieces read together with a neighbour.
     let mut skip = vec![false; n];
     // "customer count", "transaction count": a count of the word before
@@ -125,8 +142,11 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 }
             }
             It::Agg(Aggregation::Avg) => {
+                // "average daily", "daily average", "an average day"
                 let adj = |j: usize| match it(j) {
                     Some(It::Grain(g)) if !items[j].text.contains(' ') => Some(*g),
+                    Some(It::Unit { grain, plural: false }) => Some(*grain),
+                    Some(It::Term(Term::Time(_))) if !items[j].plural => parse_unit(&items[j].text),
                     _ => None,
                 };
                 if let Some(g) = adj(k + 1) {
@@ -147,6 +167,13 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 if let Some(It::Term(Term::Dimension(_))) = it(k + 1) {
                     all_members[k + 1] = true;
                 }
+            }
+            // "the most customers", "the fewest products": a count of the members
+            It::Dir { ranking: true, .. }
+                if matches!(items[k].text.as_str(), "most" | "fewest" | "least")
+                    && matches!(it(k + 1), Some(It::Term(Term::Dimension(_)))) =>
+            {
+                postfix_count[k + 1] = true;
             }
             _ => {}
         }
@@ -173,6 +200,8 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     let mut how_much: Option<String> = None;
     let mut latest_word: Option<String> = None;
     let mut recent: Option<String> = None;
+    let mut rows_named: Option<String> = None;
+    let mut end_of: Option<String> = None;
 
     let set_grain = |plan: &mut Plan, g: Grain, text: &str| -> Result<(), Refusal> {
         if let Some(old) = plan.grain
@@ -214,6 +243,25 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         match &p.it {
             It::Term(Term::Measure(ci)) => {
                 let col = &ds.columns[*ci];
+                // "customers aged 18-24": an inflected word that only shares a measure's stem, right
+                // before a value, qualifies the value
+                if matches!(it(k + 1), Some(It::Term(Term::Value(_)))) && !ctx.vocab.is_exact(text) {
+                    continue;
+                }
+                // "unit volume", "sales revenue": a second name of a measure already asked for
+                if pending_agg.is_none()
+                    && let Some(existing) = plan
+                        .measures
+                        .iter()
+                        .find(|m| m.column.as_deref() == Some(col.name.as_str()))
+                {
+                    if sort_ctx {
+                        order_key = Some(existing.label.clone());
+                        sort_ctx = false;
+                    }
+                    pending_count = None;
+                    continue;
+                }
                 let (agg, over_g) = match pending_agg.take() {
                     Some((a, _, g)) => (a, g),
                     None => (col.default_aggregation(), None),
@@ -352,24 +400,42 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 if let Some((num, _)) = number.take() {
                     number_limit = Some(num);
                 }
-                // "enterprise customers": the key column after a value names the rows, not a grouping
-                if ds.key.as_deref() == Some(col.name.as_str())
-                    && k > 0
-                    && matches!(items[k - 1].it, It::Term(Term::Value(_)))
-                    && pending_count.is_none()
-                    && !distinct
-                    && !postfix_count[k]
-                {
-                    continue;
-                }
-                if postfix_count[k]
+                let prev = k.checked_sub(1).map(|j| &items[j]);
+                let after_by = matches!(prev.map(|p| &p.it), Some(It::By));
+                let counting = postfix_count[k]
                     || pending_count.is_some()
                     || distinct
                     || matches!(
                         pending_agg,
                         Some((Aggregation::Count | Aggregation::CountDistinct, _, _))
-                    )
+                    );
+                // "customers" in a dataset of customers names its rows: a grouping only when ranked
+                // ("top 10 customers") or asked per member ("by customer"; but "average orders per
+                // customer" is the average over the rows)
+                if Some(*ci) == key_col && !counting {
+                    // ("orders placed by customers": a plural after "by" names who, not a grouping)
+                    let per_member =
+                        after_by && !p.plural && !(has_avg && prev.is_some_and(|p| p.text == "per"));
+                    if !per_member && !has_ranking {
+                        rows_named = Some(text.clone());
+                        continue;
+                    }
+                }
+                // "grocery products": a dimension word right after a value of another dimension names
+                // what the value filters, not a grouping (unless ranked: "top 3 grocery products")
+                if !counting
+                    && !after_by
+                    && !has_ranking
+                    && matches!(prev.map(|p| &p.it), Some(It::Term(Term::Value(_))))
                 {
+                    plan.notes.push(format!(
+                        "'{} {text}' read as a filter, not one row per {}",
+                        prev.map(|p| p.text.as_str()).unwrap_or(""),
+                        col.display()
+                    ));
+                    continue;
+                }
+                if counting {
                     pending_count = None;
                     pending_agg = None;
                     distinct = false;
@@ -508,6 +574,14 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             }
             It::Grain(g) => set_grain(&mut plan, *g, text)?,
             It::Unit { grain, plural } => {
+                // "tenure in months": the measure's unit, not a grain
+                if let Some(It::Term(Term::Measure(mi))) = k.checked_sub(1).map(|j| &items[j].it)
+                    && ds.columns[*mi].unit.as_deref().is_some_and(|u| {
+                        u.eq_ignore_ascii_case(text) || format!("{u}s").eq_ignore_ascii_case(text)
+                    })
+                {
+                    continue;
+                }
                 if let Some((num, _)) = number.take() {
                     number_limit = Some(num);
                 }
@@ -567,6 +641,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             It::Business => business = Some(text.clone()),
             It::HowMuch => how_much = Some(text.clone()),
             It::Latest => latest_word = Some(text.clone()),
+            It::EndOf => end_of = Some(text.clone()),
         }
     }
     if let Some((_, w)) = number {
@@ -577,7 +652,10 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     }
 
     // Business words stand for the dataset's declared sales (or quantity) measure.
-    let lexicon = business.clone().or(how_much.clone());
+    // ("best region" with no measure ranks by the sales measure)
+    let lexicon = business.clone().or(how_much.clone()).or(ranking_word
+        .clone()
+        .filter(|_| pending_count.is_none() && pending_agg.is_none()));
     if plan.measures.is_empty()
         && let Some(word) = lexicon
     {
@@ -620,11 +698,65 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             sort_ctx = false;
         }
     }
+    // "which age group spends the most per order": a word of money (earn, spend, make) next to
+    // measures that are not money would be answered with the other measure; refuse instead ("cost
+    // of what we sold" is fine: selling qualifies any measure)
+    if let Some(word) = &business
+        && !matches!(crate::nlq::tokens::stem(word).as_str(), "sell" | "sold")
+        && !plan.measures.is_empty()
+        && !plan.measures.iter().any(|m| {
+            m.expr.is_some()
+                || m.column.is_none()
+                || matches!(m.agg, Aggregation::Count | Aggregation::CountDistinct)
+                || m.column == ds.sales_measure
+                || m.column == ds.quantity_measure
+        })
+    {
+        let names: Vec<String> = plan.measures.iter().filter_map(|m| m.column.clone()).collect();
+        return refuse(
+            word.clone(),
+            format!(
+                "'{word}' speaks of {} but the question measures {}; ask for one of them",
+                ds.sales_measure.as_deref().unwrap_or("money"),
+                names.join(", ")
+            ),
+        );
+    }
     if let Some((_, w, _)) = pending_agg {
         return refuse(w.clone(), format!("'{w}' is not followed by a measure"));
     }
     if pending_count.is_some() {
         push_measure(&mut plan, MeasureSel::new(None, Aggregation::Count));
+    }
+    // "customers by age group": the rows named, counted
+    if plan.measures.is_empty()
+        && let Some(w) = &rows_named
+    {
+        plan.notes.push(format!("'{w}' with no measure: counted"));
+        push_measure(&mut plan, MeasureSel::new(None, Aggregation::Count));
+    }
+    // "average lifetime value of customers who signed up in 2025": the event words say which time
+    // the range is about; they are not a second measure
+    let event_measure =
+        |m: &MeasureSel| m.source.is_some() && m.agg == Aggregation::Count && m.expr.is_none();
+    if plan.measures.iter().any(event_measure)
+        && plan
+            .measures
+            .iter()
+            .any(|m| !event_measure(m) && !matches!(m.agg, Aggregation::Count | Aggregation::CountDistinct))
+    {
+        let names: Vec<String> = plan
+            .measures
+            .iter()
+            .filter(|m| event_measure(m))
+            .map(|m| m.label.clone())
+            .collect();
+        plan.measures.retain(|m| !event_measure(m));
+        plan.notes.push(format!(
+            "'{}' qualifies the rows (by their {} date), it is not counted",
+            names.join(", "),
+            ds.time_column().map(|c| c.name.as_str()).unwrap_or("time")
+        ));
     }
     if distinct {
         return refuse(
@@ -797,6 +929,14 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         plan.notes.push(
             "levels (time_aggregation: last) are the latest period's value in the range, never summed over time"
                 .into(),
+        );
+    }
+    if let Some(w) = end_of
+        && !plan.measures.iter().all(|m| m.last)
+    {
+        return refuse(
+            w.clone(),
+            format!("'{w}' a period applies to levels (stock); for these measures give the period itself"),
         );
     }
     if let Some(w) = latest_word

@@ -446,7 +446,13 @@ pub fn parse_time(
                 let start = add_periods(latest, g, -1)? + Duration::days(1);
                 return Some((2, range(start, latest, true, None)));
             }
+            // the latest complete period: when the data ends on the last day of a month (quarter,
+            // week), "last month" is that month; "last year" is always the calendar year before
             let this = period_start(latest, g);
+            let this_end = add_periods(this, g, 1)? - Duration::days(1);
+            if g != Grain::Year && this_end == latest {
+                return Some((2, range(this, latest, true, None)));
+            }
             let start = add_periods(this, g, -1)?;
             return Some((2, range(start, this - Duration::days(1), true, None)));
         }
@@ -516,7 +522,7 @@ mod tests {
     fn relative_ranges_resolve_against_latest_date() {
         assert_eq!(
             rng("last month", "2025-12-31"),
-            (2, d("2025-11-01"), d("2025-11-30"))
+            (2, d("2025-12-01"), d("2025-12-31"))
         );
         assert_eq!(
             rng("last month", "2025-03-15"),
@@ -524,6 +530,10 @@ mod tests {
         );
         assert_eq!(
             rng("last quarter", "2025-12-31"),
+            (2, d("2025-10-01"), d("2025-12-31"))
+        );
+        assert_eq!(
+            rng("last quarter", "2025-11-30"),
             (2, d("2025-07-01"), d("2025-09-30"))
         );
         assert_eq!(

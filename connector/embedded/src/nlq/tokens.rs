@@ -22,7 +22,11 @@ pub fn tokenize(q: &str) -> Vec<String> {
 /// The stem of one token ("selling" → "sell", "categories" → "categori"). Tokens holding digits or
 /// punctuation are their own stem.
 pub fn stem(token: &str) -> String {
-    if !token.chars().all(char::is_alphabetic) {
+    // "t-shirts" → "t-shirt": each part of a hyphenated word
+    if token.contains('-') && token.split('-').all(|p| p.chars().all(char::is_alphabetic)) {
+        return token.split('-').map(stem).collect::<Vec<_>>().join("-");
+    }
+    if token.is_empty() || !token.chars().all(char::is_alphabetic) {
         return token.to_string();
     }
     thread_local! {
@@ -44,8 +48,30 @@ pub struct Words {
 }
 
 impl Words {
-    pub fn new(q: &str) -> Words {
-        let raw = tokenize(q);
+    /// The question's words. A hyphenated word the caller does not `keep` is read as its parts
+    /// ("best-selling" → "best selling"; "jan-mar" → "jan to mar").
+    pub fn new(q: &str, keep: impl Fn(&str) -> bool) -> Words {
+        let mut raw = Vec::new();
+        for t in tokenize(q) {
+            let parts: Vec<&str> = t.split('-').collect();
+            if parts.len() < 2
+                || keep(&t)
+                || !parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(char::is_alphabetic))
+            {
+                raw.push(t);
+                continue;
+            }
+            let months =
+                parts.len() == 2 && parts.iter().all(|p| crate::nlq::time::month_number(p).is_some());
+            for (k, p) in parts.iter().enumerate() {
+                if k > 0 && months {
+                    raw.push("to".to_string());
+                }
+                raw.push((*p).to_string());
+            }
+        }
         let stems = raw.iter().map(|t| stem(t)).collect();
         Words { raw, stems }
     }
@@ -83,6 +109,7 @@ mod tests {
         assert_eq!(stem("categories"), stem("category"));
         assert_eq!(stem("transactions"), stem("transaction"));
         assert_eq!(stem("2025-01-01"), "2025-01-01");
+        assert_eq!(stem("t-shirts"), stem("t-shirt"));
         assert!(is_plural("regions") && is_plural("categories"));
         assert!(!is_plural("region") && !is_plural("this") && !is_plural("business"));
     }

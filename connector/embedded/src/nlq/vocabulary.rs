@@ -136,6 +136,16 @@ impl Vocab {
             .map(|(p, term)| (p.len(), term))
     }
 
+    /// Whether these words are a catalog phrase as written (not only by their stems: "aged" is not).
+    pub fn is_exact(&self, words: &str) -> bool {
+        self.phrases.iter().any(|p| p == words)
+    }
+
+    /// Whether some catalog phrase starts with this stem.
+    pub fn knows_first(&self, stem: &str) -> bool {
+        self.by_first.contains_key(stem)
+    }
+
     /// The catalog phrase closest to a word not understood, when it is close enough to be a typo.
     pub fn suggest(&self, word: &str) -> Option<String> {
         if word.chars().count() < 3 {
