@@ -251,7 +251,12 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
         ("account" | "accounts" | "accounted", Some("for"), _) => {
             return Some((2, It::Intent(AnalysisKind::Pareto)));
         }
-        ("sorted" | "sort" | "order" | "ordered" | "ranked" | "rank", Some("by"), _) => {
+        // ("units per order by region": there "order" is the row noun)
+        ("sorted" | "sort" | "order" | "ordered" | "ranked" | "rank", Some("by"), _)
+            if !(w == "order"
+                && i > 0
+                && matches!(t[i - 1].as_str(), "per" | "each" | "every" | "an" | "a")) =>
+        {
             return Some((2, It::SortBy));
         }
         ("from", Some("highest" | "high" | "largest" | "most"), Some("to")) => {

@@ -130,8 +130,19 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     let mut avg_over: HashMap<usize, Grain> = HashMap::new();
     // "all products": every member together
     let mut all_members = vec![false; n];
+    let mut per_row: Option<usize> = None;
+    let mut quantity_asked = false;
     for k in 0..n {
         match &items[k].it {
+            // "how many did we sell per region": how many units, not how many regions
+            It::Count
+                if matches!(it(k + 1), Some(It::Business))
+                    && ds.quantity_measure.is_some()
+                    && !matches!(it(k + 2), Some(It::Term(_))) =>
+            {
+                skip[k] = true;
+                quantity_asked = true;
+            }
             It::Count if k > 0 && matches!(items[k].text.as_str(), "count" | "counts") => {
                 if matches!(
                     items[k - 1].it,
@@ -164,9 +175,20 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 }
             }
             It::All => {
-                if let Some(It::Term(Term::Dimension(_))) = it(k + 1) {
-                    all_members[k + 1] = true;
+                // "all channels and regions": every dimension of the list
+                let mut j = k + 1;
+                while let Some(It::Term(Term::Dimension(_))) = it(j) {
+                    all_members[j] = true;
+                    if matches!(it(j + 1), Some(It::Conj)) {
+                        j += 2;
+                    } else {
+                        break;
+                    }
                 }
+            }
+            // "revenue per transaction": the measure averaged over the rows
+            It::Term(Term::RowNoun) if k > 0 && items[k - 1].text == "per" => {
+                per_row = Some(k);
             }
             // "the most customers", "the fewest products": a count of the members
             It::Dir { ranking: true, .. }
@@ -502,6 +524,17 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 }
                 push_measure(&mut plan, MeasureSel::new(None, Aggregation::Count));
             }
+            It::Term(Term::RowNoun) if per_row == Some(k) && !plan.measures.is_empty() => {
+                for m in plan.measures.iter_mut() {
+                    if m.agg == Aggregation::Sum && m.expr.is_none() && m.over.is_none() && !m.last {
+                        *m = MeasureSel::new(m.column.as_deref(), Aggregation::Avg);
+                    }
+                }
+                plan.notes.push(format!(
+                    "'{} {text}': the average over the {text}",
+                    items[k - 1].text
+                ));
+            }
             It::Term(Term::RowNoun) => {
                 pending_count = None;
                 if matches!(
@@ -659,7 +692,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     if plan.measures.is_empty()
         && let Some(word) = lexicon
     {
-        let quantity = pending_count.is_some() && how_much.is_none();
+        let quantity = (pending_count.is_some() || quantity_asked) && how_much.is_none();
         let (field, name) = if quantity {
             ("quantity_measure", ds.quantity_measure.clone())
         } else {
