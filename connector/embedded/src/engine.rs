@@ -200,6 +200,21 @@ impl Engine {
         };
         let mut plan = nlq::parse(query, &ctx).map_err(|r| self.not_understood(ds, r.part, r.reason))?;
         route(&mut plan, tool).map_err(|(part, reason)| self.not_understood(ds, part, reason))?;
+        // "how has revenue changed over time" as data: the series, not one total
+        if tool == Tool::Data
+            && plan.grain.is_none()
+            && plan.compare.is_none()
+            && ds.time_column().is_some()
+            && plan
+                .intents
+                .iter()
+                .any(|k| matches!(k, AnalysisKind::Trend | AnalysisKind::Change))
+        {
+            plan.grain = Some(crate::plan::Grain::Month);
+            plan.order = None;
+            plan.notes
+                .push("a trend or change asked as data: one row per month".into());
+        }
         Ok(plan)
     }
 
@@ -403,6 +418,27 @@ fn vocabulary_hint(ds: &Dataset) -> String {
         list(Role::Measure),
         list(Role::Dimension)
     );
+    if !ds.derived_measures.is_empty() {
+        s.push_str(&format!(
+            " Derived measures: {}.",
+            ds.derived_measures
+                .iter()
+                .map(|d| format!("{} = {}", d.name, d.formula))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if !ds.events.is_empty() {
+        s.push_str(&format!(
+            " Events (counted over {}): {}.",
+            ds.events[0].time_column,
+            ds.events
+                .iter()
+                .map(|e| e.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if let Some(t) = ds.time_column() {
         s.push_str(&format!(
             " Time column: {} (time ranges like 'last month', 'Q4 2024', 'past 3 months', 'between 2025-01-01 and 2025-03-31'; grains daily/weekly/monthly/quarterly/yearly).",

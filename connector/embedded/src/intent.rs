@@ -108,6 +108,15 @@ pub fn route(plan: &mut Plan, tool: Tool) -> Result<(), (String, String)> {
         ));
     }
     if kind.is_some()
+        && let Some(range) = plan.range_compared.take()
+    {
+        // an analysis reads the whole range between the two periods
+        plan.compare = None;
+        plan.time = Some(range);
+        plan.notes
+            .retain(|n| !n.starts_with("one row per period") && !n.contains("with a change word"));
+    }
+    if kind.is_some()
         && let Some(Compare::Periods(_)) = plan.compare
     {
         return Err((
@@ -116,6 +125,27 @@ pub fn route(plan: &mut Plan, tool: Tool) -> Result<(), (String, String)> {
         ));
     }
     if kind.is_none() {
+        // "which region grew the most": ranking by a growth or a change is not ranking by the level
+        if plan.limit.is_some()
+            && let Some(k) = plan.intents.iter().find(|k| {
+                matches!(
+                    k,
+                    AnalysisKind::Trend | AnalysisKind::Change | AnalysisKind::Outlier
+                )
+            })
+        {
+            return Err((
+                k.as_str().into(),
+                format!(
+                    "ranking by {} is not ranking by the measure: compare periods instead ('revenue by region 2025 vs 2024' gives each member's change), or use {}",
+                    match k {
+                        AnalysisKind::Outlier => "how unusual a value is",
+                        _ => "growth or change",
+                    },
+                    k.tool()
+                ),
+            ));
+        }
         if plan.high.is_some() {
             return Err((
                 "unusually".into(),

@@ -179,6 +179,9 @@ pub struct Plan {
     pub compare: Option<Compare>,
     /// Ranking runs over the periods of the grain ("biggest month"), within each group.
     pub rank_periods: bool,
+    /// "how did revenue change between 2024 and 2025": the range whose two ends are compared (the
+    /// analyses read the whole range instead).
+    pub range_compared: Option<TimeRange>,
     pub notes: Vec<String>,
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use chrono::Datelike;
+
 use crate::catalog::{Aggregation, Dataset, TimeAggregation};
 use crate::nlq::keywords::It;
 use crate::nlq::time::{TimeSpec, add_periods, parse_unit};
@@ -38,6 +40,13 @@ fn derived_sql(ds: &Dataset, name: &str, agg: &str) -> Option<(String, bool)> {
     } else {
         (format!("({l} {} {r})", f.op), false)
     })
+}
+
+/// Number of whole calendar months from `s` to `e`, when the range is exactly whole months.
+fn whole_months(s: chrono::NaiveDate, e: chrono::NaiveDate) -> Option<i32> {
+    let next = e + chrono::Duration::days(1);
+    (s.day() == 1 && next.day() == 1)
+        .then(|| (next.year() - s.year()) * 12 + next.month() as i32 - s.month() as i32)
 }
 
 fn push_measure(plan: &mut Plan, sel: MeasureSel) -> String {
@@ -223,6 +232,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     let mut latest_word: Option<String> = None;
     let mut recent: Option<String> = None;
     let mut rows_named: Option<String> = None;
+    let mut range_ends: Option<[(chrono::NaiveDate, chrono::NaiveDate); 2]> = None;
     let mut end_of: Option<String> = None;
 
     let set_grain = |plan: &mut Plan, g: Grain, text: &str| -> Result<(), Refusal> {
@@ -632,6 +642,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 end,
                 relative,
                 note,
+                ends,
             }) => {
                 ranges.push(TimeRange {
                     start: *start,
@@ -639,6 +650,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                     phrase: text.clone(),
                     relative: *relative,
                 });
+                range_ends = *ends;
                 if let Some(n) = note {
                     plan.notes.push(n.clone());
                 }
@@ -816,12 +828,93 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         );
     }
 
+    // "how did revenue change between 2024 and 2025": a change between two whole periods of the same
+    // length is a comparison of those periods, not their sum
+    let moves = plan.intents.contains(&crate::AnalysisKind::Change)
+        || items.iter().any(|p| {
+            matches!(p.it, It::Intent(crate::AnalysisKind::Trend))
+                && matches!(p.text.as_str(), "grow" | "grew" | "growing" | "growth")
+        });
+    if moves
+        && ranges.len() == 1
+        && let Some([(s1, e1), (s2, e2)]) = range_ends
+        && s1 != s2
+        && whole_months(s1, e1).is_some()
+        && whole_months(s1, e1) == whole_months(s2, e2)
+    {
+        let phrase = ranges[0].phrase.clone();
+        ranges = vec![
+            TimeRange {
+                start: s1,
+                end: e1,
+                phrase: s1.to_string(),
+                relative: false,
+            },
+            TimeRange {
+                start: s2,
+                end: e2,
+                phrase: s2.to_string(),
+                relative: false,
+            },
+        ];
+        plan.notes
+            .push(format!("'{phrase}' with a change word: the two periods compared"));
+        plan.range_compared = Some(TimeRange {
+            start: s1,
+            end: e2,
+            phrase: phrase.clone(),
+            relative: false,
+        });
+        compare_words.push(phrase);
+    }
     // Time ranges, comparisons of periods, period over period.
     let comparing = !compare_words.is_empty();
     match ranges.len() {
         0 => {}
         1 => plan.time = ranges.pop(),
         _ if comparing => {
+            // "this month vs last month" when the data ends on a month end: both name the latest
+            // month; the comparison means the month before it
+            for a in 0..ranges.len() {
+                for b in a + 1..ranges.len() {
+                    if (ranges[a].start, ranges[a].end) != (ranges[b].start, ranges[b].end) {
+                        continue;
+                    }
+                    let older = |r: &TimeRange| {
+                        ["last", "previous", "prior"]
+                            .iter()
+                            .any(|w| r.phrase.starts_with(w))
+                    };
+                    let j = if older(&ranges[a]) && !older(&ranges[b]) {
+                        a
+                    } else {
+                        b
+                    };
+                    let r = &ranges[j];
+                    let whole_months = r.start.day() == 1 && (r.end + chrono::Duration::days(1)).day() == 1;
+                    let (start, end) = if whole_months {
+                        let months = (r.end.year() - r.start.year()) * 12 + r.end.month() as i32
+                            - r.start.month() as i32
+                            + 1;
+                        let back =
+                            |d: chrono::NaiveDate| d.checked_sub_months(chrono::Months::new(months as u32));
+                        let end =
+                            back(r.end + chrono::Duration::days(1)).map(|d| d - chrono::Duration::days(1));
+                        (back(r.start), end)
+                    } else {
+                        let len = r.end - r.start + chrono::Duration::days(1);
+                        (Some(r.start - len), Some(r.end - len))
+                    };
+                    if let (Some(start), Some(end)) = (start, end) {
+                        plan.notes.push(format!(
+                            "'{}' and '{}' name the same period; '{}' read as the period before: {start}..{end}",
+                            ranges[a].phrase, ranges[b].phrase, ranges[j].phrase
+                        ));
+                        ranges[j].start = start;
+                        ranges[j].end = end;
+                    }
+                }
+            }
             ranges.sort_by_key(|r| r.start);
             plan.notes.push(format!(
                 "one row per period ({}); each with its change from the period before",
@@ -1089,4 +1182,143 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         plan.order = None;
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use crate::catalog::{self, Aggregation};
+    use crate::nlq::{Ctx, Refusal, Vocab, parse};
+    use crate::plan::{Compare, Filter, Grain, MeasureSel, Plan};
+
+    fn with_sales<R>(f: impl FnOnce(&Ctx) -> R) -> R {
+        let cat = catalog::parse(crate::demo::CATALOG_YAML, "demo").unwrap();
+        let ds = cat.datasets.iter().find(|d| d.id == 35403).unwrap();
+        let values: Vec<Vec<String>> = ds
+            .columns
+            .iter()
+            .map(|c| match c.name.as_str() {
+                "region" => ["Central", "East", "North", "South", "West"]
+                    .map(String::from)
+                    .to_vec(),
+                "channel" => ["Online", "Retail", "Wholesale"].map(String::from).to_vec(),
+                "product" => ["Laptop", "Office Chair", "T-Shirt"].map(String::from).to_vec(),
+                "category" => ["Electronics", "Furniture"].map(String::from).to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let vocab = Vocab::build(ds, &values);
+        let ctx = Ctx {
+            ds,
+            vocab: &vocab,
+            latest: NaiveDate::from_ymd_opt(2025, 12, 31),
+            earliest: NaiveDate::from_ymd_opt(2024, 1, 1),
+            monthly: false,
+        };
+        f(&ctx)
+    }
+
+    fn plan(q: &str) -> Plan {
+        with_sales(|ctx| parse(q, ctx).unwrap_or_else(|r| panic!("{q}: {r:?}")))
+    }
+
+    fn refusal(q: &str) -> Refusal {
+        with_sales(|ctx| parse(q, ctx).expect_err(q))
+    }
+
+    #[test]
+    fn measures_aggregations_groups_and_order() {
+        let p = plan("Show me total sales by region for Q4 2024, sorted by highest sales");
+        assert_eq!(
+            p.measures,
+            vec![MeasureSel::new(Some("revenue"), Aggregation::Sum)]
+        );
+        assert_eq!(p.group_by, ["region"]);
+        let o = p.order.unwrap();
+        assert_eq!(
+            (o.by.as_str(), o.desc, o.source),
+            ("total_revenue", true, "question")
+        );
+        assert_eq!(p.limit, None, "'by region' lists every region");
+        let p = plan("average units and max cost per channel and category");
+        assert_eq!(
+            p.measures,
+            vec![
+                MeasureSel::new(Some("units"), Aggregation::Avg),
+                MeasureSel::new(Some("cost"), Aggregation::Max)
+            ]
+        );
+        assert_eq!(p.group_by, ["channel", "category"]);
+    }
+
+    #[test]
+    fn filters_qualifiers_and_negation() {
+        let p = plan("revenue for the Western region and web channel");
+        assert!(p.group_by.is_empty());
+        assert_eq!(p.filters.len(), 2);
+        let p = plan("units by region excluding north and south");
+        assert_eq!(
+            p.filters,
+            vec![Filter {
+                column: "region".into(),
+                values: vec!["North".into(), "South".into()],
+                negate: true
+            }]
+        );
+        let p = plan("revenue of office chairs and laptops");
+        assert_eq!(p.filters[0].values, ["Office Chair", "Laptop"]);
+        assert!(p.compare.is_none() && p.group_by.is_empty(), "'and' alone sums");
+    }
+
+    #[test]
+    fn comparisons_averages_and_ranking() {
+        let p = plan("laptops vs t-shirts revenue");
+        assert_eq!(p.group_by, ["product"]);
+        assert!(matches!(p.compare, Some(Compare::Members { .. })));
+        let p = plan("revenue in 2025 vs 2024");
+        assert!(matches!(&p.compare, Some(Compare::Periods(ps)) if ps.len() == 2 && ps[0].phrase == "2024"));
+        let p = plan("average weekly units");
+        assert_eq!(p.measures[0].over, Some(Grain::Week));
+        let p = plan("average daily revenue by month");
+        assert_eq!(
+            (p.measures[0].over, p.grain),
+            (Some(Grain::Day), Some(Grain::Month))
+        );
+        let p = plan("best region");
+        assert_eq!(
+            (p.limit, p.group_by.as_slice()),
+            (Some(1), &["region".to_string()][..])
+        );
+        let p = plan("the 3 lowest products by units");
+        assert_eq!((p.limit, p.order.unwrap().desc), (Some(3), false));
+        let p = plan("profit margin by category");
+        assert_eq!(p.measures[0].label, "margin");
+        assert!(p.measures[0].expr.as_deref().unwrap().contains("NULLIF"));
+    }
+
+    #[test]
+    fn refusals_say_which_part() {
+        assert_eq!(refusal("revenue by planet").part, "'planet'");
+        assert_eq!(
+            refusal("show the fluffy unicorn revenue").part,
+            "'fluffy unicorn'"
+        );
+        assert_eq!(refusal("revenue in 2024 and 2025").part, "2025");
+        assert_eq!(refusal("average region").part, "average region");
+        assert_eq!(refusal("daily revenue by month").part, "by month");
+        assert!(
+            refusal("top 0 regions by revenue")
+                .reason
+                .contains("top/bottom 0")
+        );
+        assert!(refusal("revenue for 150% of target").part.contains("target"));
+        assert_eq!(refusal("revenue versus").part, "versus");
+        assert_eq!(refusal("revenue for 7 laptops").part, "7");
+        assert!(
+            refusal("revenue by regoin")
+                .reason
+                .contains("did you mean 'region'")
+        );
+    }
 }

@@ -14,6 +14,8 @@ pub enum TimeSpec {
         end: NaiveDate,
         relative: bool,
         note: Option<String>,
+        /// For "between A and B" / "from A to B": the two periods named, each (first day, last day).
+        ends: Option<[(NaiveDate, NaiveDate); 2]>,
     },
     Horizon {
         periods: usize,
@@ -375,10 +377,11 @@ pub fn parse_time(
         end,
         relative,
         note,
+        ends: None,
     };
     match tok {
         "between" | "from" => {
-            let (n1, s, _, note1) = parse_point(t, i + 1, latest)?;
+            let (n1, s, e1, note1) = parse_point(t, i + 1, latest)?;
             let sep = t.get(i + 1 + n1).map(String::as_str)?;
             let ok = if tok == "between" {
                 sep == "and"
@@ -404,7 +407,17 @@ pub fn parse_time(
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b),
             };
-            return Some((2 + n1 + n2, range(s, e, false, note)));
+            let ends = Some([(s, e1.max(s)), (s2, e)]);
+            return Some((
+                2 + n1 + n2,
+                TimeSpec::Range {
+                    start: s,
+                    end: e,
+                    relative: false,
+                    note,
+                    ends,
+                },
+            ));
         }
         "since" => {
             let (n, s, _, note) = parse_point(t, i + 1, latest)?;
