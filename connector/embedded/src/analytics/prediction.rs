@@ -88,6 +88,29 @@ pub(crate) fn forecast(y: &[f64], h: usize, season: Option<usize>) -> Result<Fc,
 }
 
 pub(crate) fn prediction(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
+    // "predict units for Q1 2026": a range after the data is the horizon, in months
+    if let (Some(t), Some(latest)) = (plan.time.clone(), ctx.info.latest)
+        && t.start > latest
+        && plan.horizon.is_none()
+    {
+        use chrono::Datelike;
+        let months = (t.end.year() - latest.year()) * 12 + t.end.month() as i32 - latest.month() as i32;
+        if months < 1 {
+            return Err(ctx.refuse(
+                &t.phrase,
+                format!("'{}' is not after the data's last month", t.phrase),
+            ));
+        }
+        plan.horizon = Some((months as usize, Grain::Month));
+        if plan.grain.is_none() {
+            plan.grain = Some(Grain::Month);
+        }
+        plan.notes.push(format!(
+            "'{}' is after the data (last date {latest}): forecast {months} months ahead, to {}",
+            t.phrase, t.end
+        ));
+        plan.time = None;
+    }
     if plan.grain.is_none()
         && let Some((_, hg)) = plan.horizon
     {

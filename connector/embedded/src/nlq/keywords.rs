@@ -202,6 +202,8 @@ pub const FILLER: &[&str] = &[
     "actually",
     "doing",
     "done",
+    "anything",
+    "something",
 ];
 
 /// Stems of business verbs and nouns that name the dataset's sales measure.
@@ -324,6 +326,19 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
         ("80/20", _, _) => return Some((1, It::Share(80.0))),
         ("day" | "week" | "month" | "quarter" | "year", Some("over" | "on"), Some(x)) if x == w => {
             return Some((3, It::Over(parse_unit(w)?)));
+        }
+        // "vs the same period last year", "same quarter a year ago"
+        (
+            "same",
+            Some("period" | "time" | "day" | "week" | "month" | "quarter"),
+            Some("last" | "previous" | "prior"),
+        ) if word(t, i + 3).and_then(parse_unit).is_some() => {
+            return Some((4, It::Over(parse_unit(word(t, i + 3)?)?)));
+        }
+        ("same", Some("period" | "time" | "day" | "week" | "month" | "quarter"), Some("a" | "one"))
+            if word(t, i + 3).and_then(parse_unit).is_some() && word(t, i + 4) == Some("ago") =>
+        {
+            return Some((5, It::Over(parse_unit(word(t, i + 3)?)?)));
         }
         ("year-over-year" | "year-on-year", _, _) => return Some((1, It::Over(Grain::Year))),
         ("month-over-month" | "month-on-month", _, _) => return Some((1, It::Over(Grain::Month))),

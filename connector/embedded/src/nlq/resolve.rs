@@ -273,6 +273,33 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             );
         }
         match &p.it {
+            // "revenue per unit": a ratio of two measures' totals
+            It::Term(Term::Measure(ci))
+                if k > 0
+                    && items[k - 1].text == "per"
+                    && plan.measures.last().is_some_and(|m| {
+                        m.column.is_some() && m.agg == Aggregation::Sum && m.over.is_none() && !m.last
+                    }) =>
+            {
+                let col = &ds.columns[*ci];
+                let num = plan.measures.pop().expect("checked");
+                let a = num.column.clone().expect("checked");
+                let mut sel = MeasureSel::new(None, Aggregation::Sum);
+                sel.expr = Some(format!(
+                    "(1.0 * SUM({}) / NULLIF(SUM({}), 0))",
+                    quote_ident(&a),
+                    quote_ident(&col.name)
+                ));
+                sel.label = format!("{a}_per_{}", col.name);
+                plan.notes.push(format!(
+                    "'{} per {text}': total {a} divided by total {}",
+                    a, col.name
+                ));
+                let label = push_measure(&mut plan, sel);
+                if order_key.as_deref() == Some(num.label.as_str()) {
+                    order_key = Some(label);
+                }
+            }
             It::Term(Term::Measure(ci)) => {
                 let col = &ds.columns[*ci];
                 // "customers aged 18-24": an inflected word that only shares a measure's stem, right

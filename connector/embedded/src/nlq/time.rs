@@ -419,6 +419,14 @@ pub fn parse_time(
                 },
             ));
         }
+        "week" | "month" | "quarter" | "year" if next == Some("of") => {
+            // "the week of 2025-03-03": the whole period holding that day
+            let g = parse_unit(tok)?;
+            let (n, s, _, note) = parse_point(t, i + 2, latest)?;
+            let start = period_start(s, g);
+            let end = add_periods(start, g, 1)? - Duration::days(1);
+            return Some((2 + n, range(start, end, false, note)));
+        }
         "since" => {
             let (n, s, _, note) = parse_point(t, i + 1, latest)?;
             return Some((1 + n, range(s, latest, true, note)));
