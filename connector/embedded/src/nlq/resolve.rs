@@ -201,10 +201,16 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             }
             // "the most customers", "the fewest products": a count of the members
             It::Dir { ranking: true, .. }
-                if matches!(items[k].text.as_str(), "most" | "fewest" | "least")
-                    && matches!(it(k + 1), Some(It::Term(Term::Dimension(_)))) =>
+                if matches!(items[k].text.as_str(), "most" | "fewest" | "least") =>
             {
-                postfix_count[k + 1] = true;
+                // ("the most enterprise customers": values in between)
+                let mut j = k + 1;
+                while matches!(it(j), Some(It::Term(Term::Value(_)))) {
+                    j += 1;
+                }
+                if matches!(it(j), Some(It::Term(Term::Dimension(_)))) {
+                    postfix_count[j] = true;
+                }
             }
             _ => {}
         }
@@ -259,7 +265,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
         if let Some((num, w)) = &number
             && !matches!(
                 p.it,
-                It::Term(Term::Dimension(_) | Term::Time(_))
+                It::Term(Term::Dimension(_) | Term::Time(_) | Term::Value(_))
                     | It::Unit { .. }
                     | It::Dir { .. }
                     | It::Business
@@ -475,7 +481,26 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                     // ("orders placed by customers": a plural after "by" names who, not a grouping)
                     let per_member =
                         after_by && !p.plural && !(has_avg && prev.is_some_and(|p| p.text == "per"));
-                    if !per_member && !has_ranking {
+                    // ranked themselves: "top 10 customers", "which 5 enterprise customers"; a
+                    // Pareto of customers
+                    let mut j = k;
+                    while j > 0 && matches!(items[j - 1].it, It::Term(Term::Value(_))) {
+                        j -= 1;
+                    }
+                    let ranked = j > 0
+                        && matches!(
+                            items[j - 1].it,
+                            It::Top(..) | It::Number(_) | It::Dir { ranking: true, .. }
+                        )
+                        || items
+                            .iter()
+                            .any(|p| matches!(p.it, It::Share(_) | It::Intent(crate::AnalysisKind::Pareto)))
+                        || (has_ranking
+                            && plan.group_by.is_empty()
+                            && !items[k + 1..]
+                                .iter()
+                                .any(|p| matches!(p.it, It::Term(Term::Dimension(_)))));
+                    if !per_member && !ranked {
                         rows_named = Some(text.clone());
                         continue;
                     }
@@ -1076,6 +1101,23 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             "average of the {} totals: each {}'s total first, then their mean (periods without rows are not counted)",
             adjective(inner),
             inner.as_str()
+        ));
+    }
+    // a dataset of events (customers at their signup date): its time column is when the rows
+    // happened, so say what a range filters
+    if plan.time.is_some()
+        && !ds.events.is_empty()
+        && !plan.measures.iter().any(|m| m.source.is_some())
+        && let Some(tc) = ds.time_column()
+    {
+        plan.notes.push(format!(
+            "the time range applies to {} ({})",
+            tc.name,
+            if tc.description.is_empty() {
+                "the dataset's time column"
+            } else {
+                &tc.description
+            }
         ));
     }
     if plan.measures.iter().any(|m| m.last) {

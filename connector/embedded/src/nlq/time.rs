@@ -421,8 +421,12 @@ pub fn parse_time(
         }
         "week" | "month" | "quarter" | "year" if next == Some("of") => {
             // "the week of 2025-03-03": the whole period holding that day
+            // only of a day: "which quarter of 2025" names no single quarter
             let g = parse_unit(tok)?;
-            let (n, s, _, note) = parse_point(t, i + 2, latest)?;
+            let (n, s, e, note) = parse_point(t, i + 2, latest)?;
+            if s != e {
+                return None;
+            }
             let start = period_start(s, g);
             let end = add_periods(start, g, 1)? - Duration::days(1);
             return Some((2 + n, range(start, end, false, note)));
