@@ -167,13 +167,15 @@ pub(crate) fn change(ctx: &Ctx, plan: &mut Plan) -> Result<Out, EngineError> {
     };
     let mut extra_sql = Vec::new();
     let mut member_series: Vec<(String, Vec<Series>)> = Vec::new();
-    if m.additive() && !at.is_empty() {
+    if m.additive() && !at.is_empty() && !dims.is_empty() {
+        // one query grouped by every candidate dimension (a single scan); each dimension's member
+        // series are sums over the others
+        let mut p = plan.clone();
+        p.group_by = dims.clone();
+        p.order = None;
+        let (s, t) = ctx.run(&p)?;
+        extra_sql.push(s.text);
         for d in &dims {
-            let mut p = plan.clone();
-            p.group_by = vec![d.clone()];
-            p.order = None;
-            let (s, t) = ctx.run(&p)?;
-            extra_sql.push(s.text);
             let series: Vec<Series> = split_series(&t, g.as_str(), std::slice::from_ref(d), &m)
                 .into_iter()
                 .filter(|s| s.values.len() >= n)
