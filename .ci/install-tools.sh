@@ -242,7 +242,8 @@ debver() { dpkg-query -W -f='${Version}' "$1"; }
 log "tools ready in $TOOLS_DIR ($(($(date +%s) - start_ts))s); use: source .ci/env.sh"
 
 # --- evalset: DuckDB computes the embedded engine's evaluation truths (connector/embedded/eval) ---
-# PyPI `duckdb` (no dependencies) and PyYAML in the project venv, for `eval/truth.py [--check]`.
+# PyPI `duckdb` (no dependencies) and PyYAML (also pinned in PY_CONSTRAINTS) in the project venv, for
+# `connector/embedded/eval/truth.py [--check]`.
 DUCKDB_VERSION=2.0.0
 PYYAML_VERSION=6.0.3
 eval_pin="duckdb==$DUCKDB_VERSION PyYAML==$PYYAML_VERSION @ $VENV_DIR"
@@ -250,7 +251,9 @@ if ! stamp_ok evalset "$eval_pin" \
   || ! "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('duckdb') != '$DUCKDB_VERSION' or m.version('PyYAML') != '$PYYAML_VERSION')" 2>/dev/null; then
   log "installing duckdb==$DUCKDB_VERSION PyYAML==$PYYAML_VERSION into the venv"
   rm -f "$STAMP_DIR/evalset"
-  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q "duckdb==$DUCKDB_VERSION" "PyYAML==$PYYAML_VERSION"
+  printf '%s\n' "$PY_CONSTRAINTS" >"$scratch/evalset-constraints.txt"
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q -c "$scratch/evalset-constraints.txt" \
+    "duckdb==$DUCKDB_VERSION" "PyYAML==$PYYAML_VERSION"
   "$VENV_DIR/bin/python" -c 'import duckdb, yaml; duckdb.sql("select 1").fetchall()' || die "duckdb/yaml import failed"
   stamp_write evalset "$eval_pin"
 fi
