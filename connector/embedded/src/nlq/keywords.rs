@@ -204,11 +204,25 @@ pub const FILLER: &[&str] = &[
     "done",
     "anything",
     "something",
+    "combined",
+    "altogether",
+    "name",
+    "pairs",
+    "pair",
+    "pieces",
+    "hold",
+    "holds",
+    "held",
+    "holding",
+    "carry",
+    "carries",
+    "kept",
+    "keep",
 ];
 
 /// Stems of business verbs and nouns that name the dataset's sales measure.
 const BUSINESS_STEMS: &[&str] = &[
-    "sell", "sold", "earn", "spend", "spent", "money", "make", "made", "generat", "bring", "brought",
+    "sell", "sold", "earn", "spend", "spent", "money", "make", "made", "generat", "bring", "brought", "book",
 ];
 
 fn word(t: &[String], i: usize) -> Option<&str> {
@@ -389,11 +403,12 @@ pub fn keyword(t: &[String], stems: &[String], i: usize) -> Option<(usize, It)> 
         "excluding" | "except" | "without" | "exclude" | "not" => It::Negate,
         "top" | "best" => It::Top(true, None),
         "bottom" | "worst" => It::Top(false, None),
-        "highest" | "largest" | "biggest" | "greatest" | "most" | "strongest" => It::Dir {
+        "highest" | "largest" | "biggest" | "greatest" | "most" | "strongest" | "higher" | "bigger"
+        | "larger" | "better" => It::Dir {
             desc: true,
             ranking: true,
         },
-        "lowest" | "smallest" | "least" | "fewest" | "weakest" => It::Dir {
+        "lowest" | "smallest" | "least" | "fewest" | "weakest" | "lower" | "smaller" | "worse" => It::Dir {
             desc: false,
             ranking: true,
         },

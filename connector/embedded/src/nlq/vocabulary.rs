@@ -82,9 +82,12 @@ impl Vocab {
             }
         }
         for (ei, e) in ds.events.iter().enumerate() {
-            v.add(&e.name.replace('_', " "), &Term::Event(ei));
-            for a in &e.aliases {
-                v.add(a, &Term::Event(ei));
+            // "new signups" is the signups
+            for name in std::iter::once(e.name.replace('_', " ")).chain(e.aliases.iter().cloned()) {
+                v.add(&name, &Term::Event(ei));
+                if !name.starts_with("new ") {
+                    v.add(&format!("new {name}"), &Term::Event(ei));
+                }
             }
         }
         for (gi, g) in ds.column_groups.iter().enumerate() {
