@@ -782,6 +782,16 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
             sel = MeasureSel::new(Some(&col.name), Aggregation::Sum);
             sel.over = Some(g);
             sel.label = format!("average_{}_{}", adjective(g), col.name);
+        } else if agg == Aggregation::Sum {
+            // the measure's own time aggregation applies, as when it is named
+            match col.time_aggregation() {
+                TimeAggregation::Last => sel.last = true,
+                TimeAggregation::Average => {
+                    sel.over = Some(native);
+                    sel.label = format!("average_{}_{}", adjective(native), col.name);
+                }
+                TimeAggregation::Sum => {}
+            }
         }
         plan.notes.push(format!(
             "'{word}' read as {} {}, the dataset's {}",
