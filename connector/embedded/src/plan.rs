@@ -179,6 +179,8 @@ pub struct Plan {
     pub compare: Option<Compare>,
     /// Ranking runs over the periods of the grain ("biggest month"), within each group.
     pub rank_periods: bool,
+    /// Dimensions that top/bottom N ranks within ("top 3 products in each region").
+    pub rank_within: Vec<String>,
     /// "how did revenue change between 2024 and 2025": the range whose two ends are compared (the
     /// analyses read the whole range instead).
     pub range_compared: Option<TimeRange>,
@@ -223,6 +225,7 @@ impl Plan {
                 "by": o.by, "direction": if o.desc { "desc" } else { "asc" }, "source": o.source,
             })),
             "limit": self.limit,
+            "limit_within": self.rank_within,
             "horizon": self.horizon.map(|(n, g)| json!({"periods": n, "grain": g.as_str()})),
             "share_threshold": self.share,
             "compare": self.compare.as_ref().map(|c| match c {
@@ -405,6 +408,22 @@ impl Plan {
     fn finish(&self, sql: &mut Sql, has_grain: bool) {
         let mut group: Vec<String> = self.grain.iter().map(|g| quote_ident(g.as_str())).collect();
         group.extend(self.group_by.iter().map(|g| quote_ident(g)));
+        // "top 3 products in each region": ranked within each member of the 'each' dimensions
+        if let (Some(limit), Some(o)) = (self.limit, &self.order)
+            && !self.rank_within.is_empty()
+            && self.group_by.len() > self.rank_within.len()
+        {
+            let mut per: Vec<String> = self.grain.iter().map(|g| quote_ident(g.as_str())).collect();
+            per.extend(self.rank_within.iter().map(|d| quote_ident(d)));
+            let per = per.join(", ");
+            let inner = std::mem::take(&mut sql.text);
+            sql.text = format!(
+                "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {per} ORDER BY {} {}) AS \"rank\" FROM ({inner})) WHERE \"rank\" <= {limit} ORDER BY {per}, \"rank\"",
+                quote_ident(&o.by),
+                if o.desc { "DESC" } else { "ASC" }
+            );
+            return;
+        }
         if let (Some(g), Some(limit), Some(o)) = (self.grain.filter(|_| has_grain), self.limit, &self.order)
             && !self.group_by.is_empty()
         {

@@ -1667,3 +1667,33 @@ fn a13_pareto_over_customers_is_bounded_and_exact() {
     let size = serde_json::to_string(&ans).unwrap().len();
     assert!(size < 30_000, "{size} bytes");
 }
+
+#[test]
+fn q53_top_n_within_each_member() {
+    let ans = ask("top 3 products in each region in 2025", SALES);
+    let by = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2025")),
+        |s| format!("{}|{}", s.region, s.product),
+        |s| s.revenue,
+    ));
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut per_region: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for (k, v) in &by {
+        let (r, p) = k.split_once('|').unwrap();
+        per_region
+            .entry(r.to_string())
+            .or_default()
+            .push((p.to_string(), *v));
+    }
+    for (r, mut ps) in per_region {
+        ps.sort_by(|a, b| b.1.total_cmp(&a.1));
+        expected.insert(r, ps.into_iter().take(3).map(|p| p.0).collect());
+    }
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows(&ans) {
+        got.entry(r["region"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["product"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, expected);
+}

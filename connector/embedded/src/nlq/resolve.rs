@@ -238,6 +238,7 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     let mut latest_word: Option<String> = None;
     let mut recent: Option<String> = None;
     let mut rows_named: Option<String> = None;
+    let mut each_dims: Vec<String> = Vec::new();
     let mut range_ends: Option<[(chrono::NaiveDate, chrono::NaiveDate); 2]> = None;
     let mut end_of: Option<String> = None;
 
@@ -553,6 +554,11 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
                 }
                 if !plan.group_by.contains(&col.name) {
                     plan.group_by.push(col.name.clone());
+                }
+                if matches!(prev.map(|p| p.text.as_str()), Some("each" | "per"))
+                    && !plan.rank_within.contains(&col.name)
+                {
+                    each_dims.push(col.name.clone());
                 }
                 if sort_ctx {
                     order_key = Some(col.name.clone());
@@ -1259,6 +1265,15 @@ pub fn resolve(items: &[Piece], ctx: &Ctx) -> Result<Plan, Refusal> {
     }
     if matches!(plan.compare, Some(Compare::OverPeriods(_))) {
         plan.order = None;
+    }
+    // "top 3 products in each region": the ranking restarts in each region
+    if plan.limit.is_some() && !each_dims.is_empty() && plan.group_by.len() > each_dims.len() {
+        plan.notes.push(format!(
+            "top/bottom {} within each {}",
+            plan.limit.unwrap_or_default(),
+            each_dims.join(" × ")
+        ));
+        plan.rank_within = each_dims;
     }
     Ok(plan)
 }
