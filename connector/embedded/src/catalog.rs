@@ -64,6 +64,57 @@ impl Aggregation {
     }
 }
 
+/// How a measure's per-period totals combine over time.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeAggregation {
+    /// Flows (revenue, units): totals add up over time.
+    #[default]
+    Sum,
+    /// Rates and headcounts: a longer range is the average of the per-period totals.
+    Average,
+    /// Stock levels: a longer range is the level of its latest period (never summed over time).
+    Last,
+}
+
+impl TimeAggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeAggregation::Sum => "sum",
+            TimeAggregation::Average => "average",
+            TimeAggregation::Last => "last",
+        }
+    }
+}
+
+/// A measure computed from other measures, e.g. profit = revenue - cost.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedMeasure {
+    pub name: String,
+    /// `a - b`, `a + b`, `a * b` or `a / b`, where a and b are measure columns or earlier derived measures.
+    pub formula: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// Rows of the dataset counted as events over its time column ("signups by month").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub name: String,
+    /// The time column the events happen at (must be the dataset's time column).
+    pub time_column: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
 /// The whole catalog file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +157,18 @@ pub struct Dataset {
     /// Named sets of dimensions, e.g. "demographics" = [gender, age_group].
     #[serde(default)]
     pub column_groups: Vec<ColumnGroup>,
+    /// The money measure that business verbs (sell, earn, make, spend, "how much") stand for.
+    #[serde(default)]
+    pub sales_measure: Option<String>,
+    /// The quantity measure that "how many ... sold" stands for.
+    #[serde(default)]
+    pub quantity_measure: Option<String>,
+    /// Measures computed from other measures (profit = revenue - cost).
+    #[serde(default)]
+    pub derived_measures: Vec<DerivedMeasure>,
+    /// Row counts over the time column with their own names ("signups").
+    #[serde(default)]
+    pub events: Vec<Event>,
     pub columns: Vec<Column>,
 }
 
@@ -164,6 +227,9 @@ pub struct Column {
     /// For measures: aggregation used when the question names none (default sum).
     #[serde(default)]
     pub aggregation: Option<Aggregation>,
+    /// For measures: how per-period totals combine over time (default sum; `last` for stock levels).
+    #[serde(default)]
+    pub time_aggregation: Option<TimeAggregation>,
     /// For dimensions: other words for member values, e.g. `Online: [web, e-commerce]`.
     #[serde(default)]
     pub synonyms: BTreeMap<String, Vec<String>>,
@@ -187,6 +253,9 @@ impl Column {
     }
     pub fn default_aggregation(&self) -> Aggregation {
         self.aggregation.unwrap_or(Aggregation::Sum)
+    }
+    pub fn time_aggregation(&self) -> TimeAggregation {
+        self.time_aggregation.unwrap_or_default()
     }
 }
 
@@ -357,6 +426,53 @@ fn validate(cat: &Catalog, origin: &str) -> Result<(), EngineError> {
                 "{at}: field `key` names `{k}`, which is not a dimension column"
             ));
         }
+        for (field, m) in [
+            ("sales_measure", &ds.sales_measure),
+            ("quantity_measure", &ds.quantity_measure),
+        ] {
+            if let Some(m) = m
+                && ds.column(m).is_none_or(|c| c.role != Role::Measure)
+            {
+                return err(format!(
+                    "{at}: field `{field}` names `{m}`, which is not a measure column"
+                ));
+            }
+        }
+        for c in &ds.columns {
+            if c.time_aggregation.is_some() && c.role != Role::Measure {
+                return err(format!(
+                    "{at}: column `{}`: field `time_aggregation` is only for measures",
+                    c.name
+                ));
+            }
+        }
+        for (i, d) in ds.derived_measures.iter().enumerate() {
+            if ds.column(&d.name).is_some() {
+                return err(format!(
+                    "{at}: derived measure `{}` has the name of a column",
+                    d.name
+                ));
+            }
+            let known: Vec<&str> = ds
+                .measures()
+                .map(|c| c.name.as_str())
+                .chain(ds.derived_measures[..i].iter().map(|d| d.name.as_str()))
+                .collect();
+            if let Err(e) = parse_formula(&d.formula, &known) {
+                return err(format!(
+                    "{at}: derived measure `{}`: field `formula` {:?}: {e}",
+                    d.name, d.formula
+                ));
+            }
+        }
+        for e in &ds.events {
+            if ds.column(&e.time_column).is_none_or(|c| c.role != Role::Time) {
+                return err(format!(
+                    "{at}: event `{}`: field `time_column` names `{}`, which is not the time column",
+                    e.name, e.time_column
+                ));
+            }
+        }
         for g in &ds.column_groups {
             for c in &g.columns {
                 if ds.column(c).is_none_or(|c| c.role != Role::Dimension) {
@@ -369,4 +485,50 @@ fn validate(cat: &Catalog, origin: &str) -> Result<(), EngineError> {
         }
     }
     Ok(())
+}
+
+/// A derived measure's formula: `left op right`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Formula {
+    pub left: String,
+    pub op: char,
+    pub right: String,
+}
+
+/// Read `a op b` where a and b are in `known`.
+pub fn parse_formula(text: &str, known: &[&str]) -> Result<Formula, String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [l, op, r] = parts[..] else {
+        return Err("must be `measure op measure` with op one of + - * /, separated by spaces".into());
+    };
+    let op = match op {
+        "+" | "-" | "*" | "/" => op.chars().next().expect("one char"),
+        _ => return Err(format!("operator {op:?} is not one of + - * /")),
+    };
+    for side in [l, r] {
+        if !known.contains(&side) {
+            return Err(format!(
+                "`{side}` is not a measure column or an earlier derived measure"
+            ));
+        }
+    }
+    Ok(Formula {
+        left: l.to_string(),
+        op,
+        right: r.to_string(),
+    })
+}
+
+impl Dataset {
+    /// The formula of derived measure `name` (validated at load).
+    pub fn derived(&self, name: &str) -> Option<(&DerivedMeasure, Formula)> {
+        let i = self.derived_measures.iter().position(|d| d.name == name)?;
+        let known: Vec<&str> = self
+            .measures()
+            .map(|c| c.name.as_str())
+            .chain(self.derived_measures[..i].iter().map(|d| d.name.as_str()))
+            .collect();
+        let f = parse_formula(&self.derived_measures[i].formula, &known).ok()?;
+        Some((&self.derived_measures[i], f))
+    }
 }

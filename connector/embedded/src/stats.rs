@@ -57,7 +57,7 @@ pub fn linear_trend(y: &[f64]) -> Option<LinearTrend> {
     })
 }
 
-fn two_sided_t(t: f64, df: f64) -> f64 {
+pub fn two_sided_t(t: f64, df: f64) -> f64 {
     match StudentsT::new(0.0, 1.0, df) {
         Ok(dist) => (2.0 * (1.0 - dist.cdf(t.abs()))).clamp(0.0, 1.0),
         Err(_) => f64::NAN,

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::EngineError;
 use crate::catalog::{ColumnType, Dataset, Role, Source};
+use crate::nlq::time::period_start;
 use crate::plan::Grain;
-use crate::timeexpr::period_start;
 
 /// Grains whose period start is stored next to the time column (`<time>__<grain>`).
 pub const STORED_GRAINS: [Grain; 4] = [Grain::Week, Grain::Month, Grain::Quarter, Grain::Year];

@@ -199,6 +199,56 @@ fn catalog_errors_name_the_file_and_field() {
         MINI_CSV,
     );
     assert!(e.contains("synonyms") && e.contains("Nowhere"), "{e}");
+    // issue 10's catalog semantics are validated too
+    let with =
+        |extra: &str| MINI_CATALOG.replace("    file: shop.csv\n", &format!("    file: shop.csv\n{extra}"));
+    let e = load_err(
+        &with("    derived_measures: [{name: double, formula: amount * twice}]\n"),
+        MINI_CSV,
+    );
+    assert!(
+        e.contains("derived measure `double`") && e.contains("`twice`"),
+        "{e}"
+    );
+    let e = load_err(
+        &with("    derived_measures: [{name: per, formula: amount % amount}]\n"),
+        MINI_CSV,
+    );
+    assert!(e.contains("formula") && e.contains("operator"), "{e}");
+    let e = load_err(
+        &with("    events: [{name: visits, time_column: store}]\n"),
+        MINI_CSV,
+    );
+    assert!(e.contains("event `visits`") && e.contains("time_column"), "{e}");
+    let e = load_err(&with("    sales_measure: store\n"), MINI_CSV);
+    assert!(e.contains("sales_measure") && e.contains("`store`"), "{e}");
+    let e = load_err(
+        &MINI_CATALOG.replace("aliases: [shop],", "aliases: [shop], time_aggregation: last,"),
+        MINI_CSV,
+    );
+    assert!(
+        e.contains("time_aggregation") && e.contains("only for measures"),
+        "{e}"
+    );
+    // and a valid one works: a level is not summed over time, an event counts rows, a derived
+    // measure is computed from the totals
+    let dir = tempfile::tempdir().unwrap();
+    write_catalog(
+        dir.path(),
+        &with("    sales_measure: amount\n    events: [{name: visits, time_column: day}]\n    derived_measures: [{name: half, formula: amount / amount}]\n")
+            .replace("aliases: [takings]}", "aliases: [takings], time_aggregation: last}"),
+        MINI_CSV,
+    );
+    let e = Engine::from_path(dir.path()).unwrap();
+    let a = e.nlq_to_data("takings", 7).unwrap();
+    assert_eq!(
+        a["rows"][0]["total_amount"], 1.5,
+        "the latest day's level, not 16"
+    );
+    let a = e.nlq_to_data("visits by month", 7).unwrap();
+    assert_eq!(a["rows"][0]["visits"], 2);
+    let a = e.nlq_to_data("how much did we make in february 2025", 7).unwrap();
+    assert_eq!(a["rows"][0]["total_amount"], 4.0, "the level on 2025-02-02");
     let missing = Engine::from_path(std::path::Path::new("/nonexistent/catalog.yaml"));
     assert!(matches!(missing, Err(EngineError::Catalog(m)) if m.contains("/nonexistent/catalog.yaml")));
 }

@@ -209,10 +209,11 @@ fn in_range(d: &str, a: &str, b: &str) -> bool {
 #[test]
 fn q01_top_5_sales_regions_last_month() {
     let ans = ask("Top 5 sales regions last month", SALES);
+    // the data ends on 2025-12-31, a month end: the latest complete month is December 2025
     let exp = sums(group(
         sales()
             .iter()
-            .filter(|s| in_range(&s.date, "2025-11-01", "2025-11-30")),
+            .filter(|s| in_range(&s.date, "2025-12-01", "2025-12-31")),
         |s| s.region.clone(),
         |s| s.revenue,
     ));
@@ -223,7 +224,7 @@ fn q01_top_5_sales_regions_last_month() {
         .collect();
     assert!(vals.windows(2).all(|w| w[0] >= w[1]), "sorted descending");
     assert_eq!(ans["plan"]["limit"], 5);
-    assert_eq!(ans["plan"]["time_range"]["start"], "2025-11-01");
+    assert_eq!(ans["plan"]["time_range"]["start"], "2025-12-01");
     let notes = ans["notes"].to_string();
     assert!(notes.contains("latest date 2025-12-31"), "{notes}");
 }
@@ -372,10 +373,12 @@ fn q08_count_transactions_west_last_quarter() {
     let ans = ask("How many transactions in the West region last quarter", SALES);
     let n = sales()
         .iter()
-        .filter(|s| s.region == "West" && in_range(&s.date, "2025-07-01", "2025-09-30"))
+        .filter(|s| s.region == "West" && in_range(&s.date, "2025-10-01", "2025-12-31"))
         .count();
     assert_eq!(rows(&ans)[0]["row_count"].as_u64().unwrap() as usize, n);
     assert_eq!(ans["plan"]["filters"][0]["values"][0], "West");
+    // the latest complete quarter: the data ends on 2025-12-31
+    assert_eq!(ans["plan"]["time_range"]["start"], "2025-10-01");
 }
 
 #[test]
@@ -795,9 +798,10 @@ fn q34_customer_refusals() {
 #[test]
 fn q35_total_stock_level_by_warehouse_last_month() {
     let ans = ask("total stock level by warehouse last month", INVENTORY);
-    // latest month is 2025-12-01, so last month is November 2025
+    // latest month is 2025-12 (monthly data: its row stands for the whole month), so last month is
+    // December 2025
     let exp = sums(group(
-        inventory().iter().filter(|r| r.month == "2025-11-01"),
+        inventory().iter().filter(|r| r.month == "2025-12-01"),
         |r| r.warehouse.clone(),
         |r| r.stock,
     ));
@@ -1192,4 +1196,504 @@ fn a10_analysis_refusals() {
         matches!(&e, EngineError::NotUnderstood { part, .. } if part == "'moon'"),
         "{e}"
     );
+}
+
+// ------------------------------------------------- issue 10: comparisons, averages, vocabulary, time
+
+/// One value of a one-row answer.
+fn single(ans: &Value, col: &str) -> f64 {
+    assert_eq!(rows(ans).len(), 1, "{}", ans["sql"]);
+    rows(ans)[0][col]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{col} in {}", rows(ans)[0]))
+}
+
+fn revenue_where(f: impl Fn(&Sale) -> bool) -> f64 {
+    sales().iter().filter(|s| f(s)).map(|s| s.revenue).sum()
+}
+
+#[test]
+fn q42_members_vs_members_one_row_each() {
+    let ans = ask("online vs retail revenue in 2025", SALES);
+    let exp = sums(group(
+        sales()
+            .iter()
+            .filter(|s| s.date.starts_with("2025") && (s.channel == "Online" || s.channel == "Retail")),
+        |s| s.channel.clone(),
+        |s| s.revenue,
+    ));
+    assert_groups(&ans, "channel", "total_revenue", &exp);
+    let ans = ask("demand in Dallas vs Newark", INVENTORY);
+    let exp = sums(group(
+        inventory()
+            .iter()
+            .filter(|r| r.warehouse == "Dallas" || r.warehouse == "Newark"),
+        |r| r.warehouse.clone(),
+        |r| r.demand,
+    ));
+    assert_groups(&ans, "warehouse", "total_demand", &exp);
+}
+
+#[test]
+fn q43_periods_vs_periods_with_change() {
+    let y24 = revenue_where(|s| s.date.starts_with("2024"));
+    let y25 = revenue_where(|s| s.date.starts_with("2025"));
+    for q in [
+        "revenue in 2025 vs 2024",
+        "revenue this year vs last year",
+        "revenue year over year",
+    ] {
+        let ans = ask(q, SALES);
+        let r = rows(&ans);
+        assert_eq!(r.len(), 2, "{q}");
+        assert!(close(r[0]["total_revenue"].as_f64().unwrap(), y24), "{q}");
+        assert!(close(r[1]["total_revenue"].as_f64().unwrap(), y25), "{q}");
+        assert!(
+            close(r[1]["total_revenue_change"].as_f64().unwrap(), y25 - y24),
+            "{q}"
+        );
+        let pct = 100.0 * (y25 - y24) / y24;
+        assert!(
+            (r[1]["total_revenue_pct_change"].as_f64().unwrap() - pct).abs() < 0.001,
+            "{q}"
+        );
+        assert!(r[0]["total_revenue_change"].is_null(), "{q}");
+    }
+    let ans = ask("units in Q1 2025 year over year", SALES);
+    let u = |a: &str, b: &str| -> f64 {
+        sales()
+            .iter()
+            .filter(|s| in_range(&s.date, a, b))
+            .map(|s| s.units)
+            .sum()
+    };
+    let r = rows(&ans);
+    assert!(close(
+        r[0]["total_units"].as_f64().unwrap(),
+        u("2024-01-01", "2024-03-31")
+    ));
+    assert!(close(
+        r[1]["total_units"].as_f64().unwrap(),
+        u("2025-01-01", "2025-03-31")
+    ));
+}
+
+#[test]
+fn q44_averages_of_period_totals() {
+    let march = revenue_where(|s| s.date.starts_with("2025-03"));
+    let ans = ask("average daily revenue in March 2025", SALES);
+    assert!(close(single(&ans, "average_daily_revenue"), march / 31.0));
+    assert_eq!(ans["plan"]["measures"][0]["average_of_period_totals"], "day");
+    assert!(ans["notes"].to_string().contains("daily totals"));
+    let ans = ask("average monthly revenue by region in 2025", SALES);
+    let exp: BTreeMap<String, f64> = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2025")),
+        |s| s.region.clone(),
+        |s| s.revenue,
+    ))
+    .into_iter()
+    .map(|(k, v)| (k, v / 12.0))
+    .collect();
+    assert_groups(&ans, "region", "average_monthly_revenue", &exp);
+    let ans = ask("average daily signups in 2025", CUSTOMERS);
+    let mut days: BTreeMap<&str, f64> = BTreeMap::new();
+    for c in customers().iter().filter(|c| c.signup.starts_with("2025")) {
+        *days.entry(c.signup.as_str()).or_default() += 1.0;
+    }
+    let exp = days.values().sum::<f64>() / days.len() as f64;
+    assert!(close(single(&ans, "average_daily_signups"), exp));
+}
+
+#[test]
+fn q45_all_members_is_one_total() {
+    let ans = ask("total demand across all products", INVENTORY);
+    let exp: f64 = inventory().iter().map(|r| r.demand).sum();
+    assert!(close(single(&ans, "total_demand"), exp));
+}
+
+#[test]
+fn q46_customer_count_by_segment_and_gender() {
+    let ans = ask("customer count by segment and gender", CUSTOMERS);
+    let exp = sums(group(
+        customers().iter(),
+        |c| format!("{}|{}", c.segment, c.gender),
+        |_| 1.0,
+    ));
+    let got: BTreeMap<String, f64> = rows(&ans)
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}|{}",
+                    r["segment"].as_str().unwrap(),
+                    r["gender"].as_str().unwrap()
+                ),
+                r["distinct_customer_id"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, exp);
+}
+
+#[test]
+fn q47_business_words_and_time_phrases() {
+    let h1 = revenue_where(|s| in_range(&s.date, "2025-01-01", "2025-06-30"));
+    assert!(close(
+        single(&ask("how much did we sell in H1 2025", SALES), "total_revenue"),
+        h1
+    ));
+    assert!(close(
+        single(
+            &ask("what did we earn in the first half of 2025", SALES),
+            "total_revenue"
+        ),
+        h1
+    ));
+    let q1u: f64 = sales()
+        .iter()
+        .filter(|s| in_range(&s.date, "2025-01-01", "2025-03-31"))
+        .map(|s| s.units)
+        .sum();
+    assert!(close(
+        single(
+            &ask("how many units did we sell Jan–Mar 2025", SALES),
+            "total_units"
+        ),
+        q1u
+    ));
+    let laptops: f64 = sales()
+        .iter()
+        .filter(|s| s.product == "Laptop" && s.date.starts_with("2025-03"))
+        .map(|s| s.units)
+        .sum();
+    assert!(close(
+        single(
+            &ask("how many laptops did we sell in 03/2025", SALES),
+            "total_units"
+        ),
+        laptops
+    ));
+    let spring = revenue_where(|s| in_range(&s.date, "2025-03-01", "2025-05-31"));
+    assert!(close(
+        single(
+            &ask("revenue between March 1 2025 and May 31 2025", SALES),
+            "total_revenue"
+        ),
+        spring
+    ));
+    let orders = sales()
+        .iter()
+        .filter(|s| s.region == "West" && s.date.starts_with("2025-12"))
+        .count();
+    assert_eq!(
+        single(
+            &ask("how many orders in the West region last month", SALES),
+            "row_count"
+        ) as usize,
+        orders
+    );
+}
+
+#[test]
+fn q48_derived_profit_and_margin() {
+    let ans = ask("profit by category in 2024", SALES);
+    let exp = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2024")),
+        |s| s.category.clone(),
+        |s| s.revenue - s.cost,
+    ));
+    assert_groups(&ans, "category", "total_profit", &exp);
+    let ans = ask("margin by region", SALES);
+    let rev = sums(group(sales().iter(), |s| s.region.clone(), |s| s.revenue));
+    let exp: BTreeMap<String, f64> = sums(group(
+        sales().iter(),
+        |s| s.region.clone(),
+        |s| s.revenue - s.cost,
+    ))
+    .into_iter()
+    .map(|(k, p)| {
+        let m = p / rev[&k];
+        (k, m)
+    })
+    .collect();
+    let got: BTreeMap<String, f64> = rows(&ans)
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap().to_string(),
+                r["margin"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for (k, v) in &exp {
+        assert!((got[k] - v).abs() < 1e-4, "{k}: {} vs {v}", got[k]);
+    }
+}
+
+#[test]
+fn q49_ranking_without_top() {
+    let ans = ask("which 3 products had the highest revenue in 2025", SALES);
+    let mut exp: Vec<(String, f64)> = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2025")),
+        |s| s.product.clone(),
+        |s| s.revenue,
+    ))
+    .into_iter()
+    .collect();
+    exp.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let got: Vec<&str> = rows(&ans)
+        .iter()
+        .map(|r| r["product"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, exp.iter().take(3).map(|e| e.0.as_str()).collect::<Vec<_>>());
+    let ans = ask("biggest month for sales in 2024", SALES);
+    let months = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2024")),
+        |s| format!("{}-01", &s.date[..7]),
+        |s| s.revenue,
+    ));
+    let best = months.iter().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+    assert_eq!(rows(&ans).len(), 1);
+    assert_eq!(rows(&ans)[0]["month"], best.0.as_str());
+    let ans = ask("worst region by units last year", SALES);
+    let regions = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2024")),
+        |s| s.region.clone(),
+        |s| s.units,
+    ));
+    let worst = regions.iter().min_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+    assert_eq!(rows(&ans).len(), 1);
+    assert_eq!(rows(&ans)[0]["region"], worst.0.as_str());
+}
+
+#[test]
+fn q50_stock_levels_are_not_summed_over_time() {
+    let latest = inventory()
+        .iter()
+        .map(|r| r.month.as_str())
+        .max()
+        .unwrap()
+        .to_string();
+    let exp: f64 = inventory()
+        .iter()
+        .filter(|r| r.warehouse == "Newark" && r.month == latest)
+        .map(|r| r.stock)
+        .sum();
+    for q in [
+        "current stock level in Newark",
+        "stock on hand in Newark right now",
+    ] {
+        assert!(close(single(&ask(q, INVENTORY), "total_stock_level"), exp), "{q}");
+    }
+    let ans = ask("stock level by warehouse in 2024", INVENTORY);
+    let exp = sums(group(
+        inventory().iter().filter(|r| r.month == "2024-12-01"),
+        |r| r.warehouse.clone(),
+        |r| r.stock,
+    ));
+    assert_groups(&ans, "warehouse", "total_stock_level", &exp);
+    let ans = ask("stock level by quarter in 2025", INVENTORY);
+    for r in rows(&ans) {
+        let q = r["quarter"].as_str().unwrap();
+        let last_month = format!("2025-{:02}-01", q[5..7].parse::<u32>().unwrap() + 2);
+        let exp: f64 = inventory()
+            .iter()
+            .filter(|x| x.month == last_month)
+            .map(|x| x.stock)
+            .sum();
+        assert!(close(r["total_stock_level"].as_f64().unwrap(), exp), "{q}");
+    }
+    // demand is a flow: summed over the months
+    let exp: f64 = inventory()
+        .iter()
+        .filter(|r| r.month.starts_with("2024"))
+        .map(|r| r.demand)
+        .sum();
+    assert!(close(
+        single(&ask("total demand in 2024", INVENTORY), "total_demand"),
+        exp
+    ));
+}
+
+#[test]
+fn q51_events_count_rows_over_their_time_column() {
+    let ans = ask("signups by month in 2024", CUSTOMERS);
+    let exp = sums(group(
+        customers().iter().filter(|c| c.signup.starts_with("2024")),
+        |c| format!("{}-01", &c.signup[..7]),
+        |_| 1.0,
+    ));
+    assert_groups(&ans, "month", "signups", &exp);
+    let n = customers()
+        .iter()
+        .filter(|c| c.signup.starts_with("2025"))
+        .count();
+    assert_eq!(
+        single(&ask("new customers in 2025", CUSTOMERS), "signups") as usize,
+        n
+    );
+    // an event word qualifying another measure: the average over the customers who signed up then
+    let ltv: Vec<f64> = customers()
+        .iter()
+        .filter(|c| c.signup.starts_with("2025"))
+        .map(|c| c.ltv)
+        .collect();
+    let exp = ltv.iter().sum::<f64>() / ltv.len() as f64;
+    assert!(close(
+        single(
+            &ask(
+                "average lifetime value of customers who signed up in 2025",
+                CUSTOMERS
+            ),
+            "average_lifetime_value"
+        ),
+        exp
+    ));
+}
+
+#[test]
+fn q52_refusals_name_what_was_not_understood_and_suggest() {
+    let (part, msg) = refused("revenue by regoin and chanel", SALES);
+    assert!(part.contains("regoin") && part.contains("chanel"), "{part}");
+    assert!(
+        msg.contains("did you mean 'region'") && msg.contains("did you mean 'channel'"),
+        "{msg}"
+    );
+    let (part, msg) = refused("which age group spends the most per order", CUSTOMERS);
+    assert_eq!(part, "spends");
+    assert!(msg.contains("lifetime_value") && msg.contains("orders"), "{msg}");
+    let (part, _) = refused("revenue at the end of 2024", SALES);
+    assert!(part.contains("end"), "{part}");
+    let (part, _) = refused("current revenue", SALES);
+    assert_eq!(part, "current");
+}
+
+#[test]
+fn a11_change_finds_the_planted_july_shift_in_monthly_revenue() {
+    let ans = engine()
+        .analyze(AnalysisKind::Change, "detect changes in monthly revenue", SALES)
+        .unwrap();
+    let cps = ans["analysis"]["change_points"].as_array().unwrap();
+    assert!(
+        cps.iter().any(|c| c["period"] == "2025-07-01"),
+        "{:?}",
+        cps.iter().map(|c| &c["period"]).collect::<Vec<_>>()
+    );
+    assert!(cps.len() <= 3);
+    let west = &cps.iter().find(|c| c["period"] == "2025-07-01").unwrap()["drivers"];
+    let region = west
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dimension"] == "region")
+        .unwrap();
+    assert_eq!(region["top_members"][0]["member"], "West");
+    // the trend tool reads the same series with the same seasonal model
+    let trend = engine()
+        .analyze(AnalysisKind::Trend, "monthly revenue trend", SALES)
+        .unwrap();
+    assert_eq!(trend["analysis"]["series"][0]["seasonally_adjusted"], true);
+    assert_eq!(ans["analysis"]["series"]["seasonally_adjusted"], true);
+}
+
+#[test]
+fn a12_analysis_phrasings() {
+    let ans = engine()
+        .analyze(
+            AnalysisKind::Correlation,
+            "correlation between units and revenue",
+            SALES,
+        )
+        .unwrap();
+    let pair = &ans["analysis"]["pairs"][0];
+    assert_eq!(
+        (pair["measure_a"].as_str(), pair["measure_b"].as_str()),
+        (Some("total_units"), Some("total_revenue"))
+    );
+    // observations are the daily totals: check r against the CSV directly
+    let mut days: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for s in sales() {
+        let e = days.entry(s.date.as_str()).or_default();
+        e.0 += s.units;
+        e.1 += s.revenue;
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = days.values().copied().unzip();
+    assert!((pair["pearson"].as_f64().unwrap() - pearson(&x, &y)).abs() < 1e-3);
+    for (kind, q) in [
+        (AnalysisKind::Change, "detect change points in weekly revenue"),
+        (AnalysisKind::Trend, "what does the revenue trend look like"),
+        (
+            AnalysisKind::Outlier,
+            "detect anomalies like spikes in daily revenue",
+        ),
+        (AnalysisKind::Trend, "is laptop revenue growing month over month"),
+    ] {
+        engine()
+            .analyze(kind, q, SALES)
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+}
+
+#[test]
+fn a13_pareto_over_customers_is_bounded_and_exact() {
+    let ans = engine()
+        .analyze(
+            AnalysisKind::Pareto,
+            "which customers make up 80% of lifetime value",
+            CUSTOMERS,
+        )
+        .unwrap();
+    let mut v: Vec<f64> = customers().iter().map(|c| c.ltv).collect();
+    v.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = v.iter().sum();
+    let mut acc = 0.0;
+    let vital = v
+        .iter()
+        .position(|x| {
+            acc += x;
+            acc >= 0.8 * total
+        })
+        .unwrap()
+        + 1;
+    let a = &ans["analysis"];
+    assert_eq!(a["vital_few_count"].as_u64().unwrap() as usize, vital);
+    assert_eq!(a["members"], 5000);
+    assert!(a["vital_few"].as_array().unwrap().len() <= 25);
+    assert_eq!(
+        a["vital_few_more"].as_u64().unwrap() as usize,
+        vital - a["vital_few"].as_array().unwrap().len()
+    );
+    assert!(rows(&ans).len() <= 50);
+    let size = serde_json::to_string(&ans).unwrap().len();
+    assert!(size < 30_000, "{size} bytes");
+}
+
+#[test]
+fn q53_top_n_within_each_member() {
+    let ans = ask("top 3 products in each region in 2025", SALES);
+    let by = sums(group(
+        sales().iter().filter(|s| s.date.starts_with("2025")),
+        |s| format!("{}|{}", s.region, s.product),
+        |s| s.revenue,
+    ));
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut per_region: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+    for (k, v) in &by {
+        let (r, p) = k.split_once('|').unwrap();
+        per_region
+            .entry(r.to_string())
+            .or_default()
+            .push((p.to_string(), *v));
+    }
+    for (r, mut ps) in per_region {
+        ps.sort_by(|a, b| b.1.total_cmp(&a.1));
+        expected.insert(r, ps.into_iter().take(3).map(|p| p.0).collect());
+    }
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows(&ans) {
+        got.entry(r["region"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["product"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, expected);
 }

@@ -14,6 +14,8 @@ pub enum TimeSpec {
         end: NaiveDate,
         relative: bool,
         note: Option<String>,
+        /// For "between A and B" / "from A to B": the two periods named, each (first day, last day).
+        ends: Option<[(NaiveDate, NaiveDate); 2]>,
     },
     Horizon {
         periods: usize,
@@ -70,7 +72,7 @@ pub fn parse_unit(tok: &str) -> Option<Grain> {
     }
 }
 
-fn month_number(tok: &str) -> Option<u32> {
+pub fn month_number(tok: &str) -> Option<u32> {
     let names = [
         ("january", "jan"),
         ("february", "feb"),
@@ -149,6 +151,55 @@ pub fn add_periods(d: NaiveDate, grain: Grain, n: i64) -> Option<NaiveDate> {
     }
 }
 
+/// A day of the month: "1", "1st", "22nd".
+fn day_number(tok: &str) -> Option<u32> {
+    let digits = tok.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &tok[digits.len()..];
+    if !matches!(suffix, "" | "st" | "nd" | "rd" | "th") || digits.is_empty() || digits.len() > 2 {
+        return None;
+    }
+    let d: u32 = digits.parse().ok()?;
+    (1..=31).contains(&d).then_some(d)
+}
+
+/// Numeric forms: "03/2025", "2025-03", "2025/03" (a month) and "3/15/2025" (a day, US order; a
+/// first number above 12 is read as the day).
+fn numeric_date(tok: &str) -> Option<(NaiveDate, NaiveDate, Option<String>)> {
+    let parts: Vec<&str> = tok.split(['/', '-']).collect();
+    let num = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match parts[..] {
+        [a, b] => {
+            let (m, y) = if a.len() == 4 {
+                (num(b)?, year(a)?)
+            } else {
+                (num(a)?, year(b)?)
+            };
+            if !(1..=12).contains(&m) {
+                return None;
+            }
+            Some((ymd(y, m, 1)?, month_end(y, m)?, None))
+        }
+        [a, b, c] if tok.contains('/') => {
+            let y = year(c)?;
+            let (x, z) = (num(a)?, num(b)?);
+            let (m, d, note) = if x > 12 {
+                (z, x, None)
+            } else if z > 12 || x == z {
+                (x, z, None)
+            } else {
+                (x, z, Some(format!("{tok} read as month/day/year")))
+            };
+            let day = ymd(y, m, d)?;
+            Some((day, day, note))
+        }
+        _ => None,
+    }
+}
+
 /// A point in time naming a whole period: (tokens used, first day, last day, note).
 fn parse_point(
     t: &[String],
@@ -158,6 +209,43 @@ fn parse_point(
     let tok = t.get(i)?.as_str();
     if let Some(d) = iso_date(tok) {
         return Some((1, d, d, None));
+    }
+    if let Some((s, e, note)) = numeric_date(tok) {
+        return Some((1, s, e, note));
+    }
+    // halves: H1 [of] [YYYY], first/second half [of] [YYYY], YYYY H2
+    let half = match (tok, t.get(i + 1).map(String::as_str)) {
+        ("h1", _) => Some((1, 1)),
+        ("h2", _) => Some((2, 1)),
+        ("first" | "1st", Some("half")) => Some((1, 2)),
+        ("second" | "2nd" | "last", Some("half")) => Some((2, 2)),
+        _ => None,
+    };
+    if let Some((h, used)) = half {
+        let mut j = i + used;
+        if matches!(t.get(j).map(String::as_str), Some("of" | "in"))
+            && t.get(j + 1).and_then(|s| year(s)).is_some()
+        {
+            j += 1;
+        }
+        let first_month = if h == 1 { 1 } else { 7 };
+        let (y, n, note) = match t.get(j).and_then(|s| year(s)) {
+            Some(y) => (y, j + 1 - i, None),
+            None => {
+                let mut y = latest.year();
+                if ymd(y, first_month, 1)? > latest {
+                    y -= 1;
+                }
+                (
+                    y,
+                    used,
+                    Some(format!(
+                        "H{h} without a year read as H{h} {y}, the most recent one in the data"
+                    )),
+                )
+            }
+        };
+        return Some((n, ymd(y, first_month, 1)?, month_end(y, first_month + 5)?, note));
     }
     // Qn [of|in] [YYYY] / YYYY Qn
     let quarter = |s: &str| -> Option<u32> {
@@ -217,9 +305,35 @@ fn parse_point(
         if let Some(q) = t.get(i + 1).and_then(|s| quarter(s)) {
             return Some((2, ymd(y, (q - 1) * 3 + 1, 1)?, month_end(y, q * 3)?, None));
         }
+        if let Some(h) = t.get(i + 1).and_then(|s| match s.as_str() {
+            "h1" => Some(1),
+            "h2" => Some(7),
+            _ => None,
+        }) {
+            return Some((2, ymd(y, h, 1)?, month_end(y, h + 5)?, None));
+        }
         return Some((1, ymd(y, 1, 1)?, ymd(y, 12, 31)?, None));
     }
+    // day month year: "1 march 2025", "1st of march 2025"
+    if let Some(d) = day_number(tok) {
+        let mut j = i + 1;
+        if t.get(j).map(String::as_str) == Some("of") {
+            j += 1;
+        }
+        let m = t.get(j).and_then(|s| month_number(s))?;
+        let y = t.get(j + 1).and_then(|s| year(s))?;
+        let day = ymd(y, m, d)?;
+        return Some((j + 2 - i, day, day, None));
+    }
     if let Some(m) = month_number(tok) {
+        // month day year: "march 1 2025", "march 1st, 2025"
+        if let (Some(d), Some(y)) = (
+            t.get(i + 1).and_then(|s| day_number(s)),
+            t.get(i + 2).and_then(|s| year(s)),
+        ) {
+            let day = ymd(y, m, d)?;
+            return Some((3, day, day, None));
+        }
         let mut j = i + 1;
         if t.get(j).map(String::as_str) == Some("of") {
             j += 1;
@@ -263,10 +377,11 @@ pub fn parse_time(
         end,
         relative,
         note,
+        ends: None,
     };
     match tok {
         "between" | "from" => {
-            let (n1, s, _, note1) = parse_point(t, i + 1, latest)?;
+            let (n1, s, e1, note1) = parse_point(t, i + 1, latest)?;
             let sep = t.get(i + 1 + n1).map(String::as_str)?;
             let ok = if tok == "between" {
                 sep == "and"
@@ -276,7 +391,15 @@ pub fn parse_time(
             if !ok {
                 return None;
             }
-            let (n2, _, e, note2) = parse_point(t, i + 2 + n1, latest)?;
+            let (n2, s2, e, note2) = parse_point(t, i + 2 + n1, latest)?;
+            let (s, note1) = match (month_number(&t[i + 1]), n1, &note1, &note2) {
+                // "between january and march 2025": the year of the second month applies to both
+                (Some(m), 1, Some(_), None) => {
+                    let y = if m <= s2.month() { s2.year() } else { s2.year() - 1 };
+                    (ymd(y, m, 1)?, None)
+                }
+                _ => (s, note1),
+            };
             if e < s {
                 return None;
             }
@@ -284,7 +407,29 @@ pub fn parse_time(
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b),
             };
-            return Some((2 + n1 + n2, range(s, e, false, note)));
+            let ends = Some([(s, e1.max(s)), (s2, e)]);
+            return Some((
+                2 + n1 + n2,
+                TimeSpec::Range {
+                    start: s,
+                    end: e,
+                    relative: false,
+                    note,
+                    ends,
+                },
+            ));
+        }
+        "week" | "month" | "quarter" | "year" if next == Some("of") => {
+            // "the week of 2025-03-03": the whole period holding that day
+            // only of a day: "which quarter of 2025" names no single quarter
+            let g = parse_unit(tok)?;
+            let (n, s, e, note) = parse_point(t, i + 2, latest)?;
+            if s != e {
+                return None;
+            }
+            let start = period_start(s, g);
+            let end = add_periods(start, g, 1)? - Duration::days(1);
+            return Some((2 + n, range(start, end, false, note)));
         }
         "since" => {
             let (n, s, _, note) = parse_point(t, i + 1, latest)?;
@@ -326,15 +471,46 @@ pub fn parse_time(
                 let start = add_periods(latest, g, -1)? + Duration::days(1);
                 return Some((2, range(start, latest, true, None)));
             }
+            // the latest complete period: when the data ends on the last day of a month (quarter,
+            // week), "last month" is that month; "last year" is always the calendar year before
             let this = period_start(latest, g);
+            let this_end = add_periods(this, g, 1)? - Duration::days(1);
+            if g != Grain::Year && this_end == latest {
+                return Some((2, range(this, latest, true, None)));
+            }
             let start = add_periods(this, g, -1)?;
             return Some((2, range(start, this - Duration::days(1), true, None)));
         }
         return None;
     }
-    if matches!(tok, "this" | "current") {
-        let g = next.and_then(parse_unit)?;
+    if matches!(tok, "this" | "current" | "latest") {
+        let g = next
+            .and_then(parse_unit)
+            .filter(|_| !next.is_some_and(|n| n.ends_with('s')))?;
         return Some((2, range(period_start(latest, g), latest, true, None)));
+    }
+    if tok == "most" && next == Some("recent") {
+        let g = next2
+            .and_then(parse_unit)
+            .filter(|_| !next2.is_some_and(|n| n.ends_with('s')))?;
+        return Some((3, range(period_start(latest, g), latest, true, None)));
+    }
+    // month ranges: "jan to mar 2025", "january through march"
+    if let Some(m1) = month_number(tok)
+        && matches!(next, Some("to" | "through" | "thru" | "until" | "till"))
+        && next2.and_then(month_number).is_some()
+    {
+        let (n2, s2, e, note2) = parse_point(t, i + 2, latest)?;
+        let y = if m1 <= s2.month() {
+            s2.year()
+        } else {
+            s2.year() - 1
+        };
+        let s = ymd(y, m1, 1)?;
+        if e < s {
+            return None;
+        }
+        return Some((2 + n2, range(s, e, false, note2)));
     }
     if matches!(tok, "next" | "coming" | "following") {
         if let (Some(n), Some(g)) = (next.and_then(parse_number), next2.and_then(parse_unit)) {
@@ -371,7 +547,7 @@ mod tests {
     fn relative_ranges_resolve_against_latest_date() {
         assert_eq!(
             rng("last month", "2025-12-31"),
-            (2, d("2025-11-01"), d("2025-11-30"))
+            (2, d("2025-12-01"), d("2025-12-31"))
         );
         assert_eq!(
             rng("last month", "2025-03-15"),
@@ -379,6 +555,10 @@ mod tests {
         );
         assert_eq!(
             rng("last quarter", "2025-12-31"),
+            (2, d("2025-10-01"), d("2025-12-31"))
+        );
+        assert_eq!(
+            rng("last quarter", "2025-11-30"),
             (2, d("2025-07-01"), d("2025-09-30"))
         );
         assert_eq!(

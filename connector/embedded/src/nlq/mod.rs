@@ -1,0 +1,163 @@
+//! Rule-based reading of questions against a dataset's catalog vocabulary.
+//!
+//! Every word of the question must be accounted for: a catalog term (measure, derived measure, event,
+//! dimension, value, column group, dataset word), a known keyword (aggregation, time phrase, grain,
+//! ranking, comparison, business verb, analysis word) or a filler word. Anything else is refused with
+//! the words that were not understood (and the nearest catalog phrase when one is close).
+//!
+//! `tokens` splits and stems, `vocabulary` matches catalog phrases, `keywords` fixed words, `time`
+//! time phrases, `resolve` turns the understood pieces into a [`Plan`].
+
+pub mod keywords;
+pub mod resolve;
+pub mod time;
+pub mod tokens;
+pub mod vocabulary;
+
+use chrono::{Datelike, NaiveDate};
+
+use crate::catalog::Dataset;
+use crate::plan::Plan;
+pub use keywords::It;
+use keywords::{FILLER, keyword};
+use time::parse_time;
+use tokens::Words;
+pub use tokens::tokenize;
+pub use vocabulary::{Term, Vocab};
+
+/// Context of one dataset.
+pub struct Ctx<'a> {
+    pub ds: &'a Dataset,
+    pub vocab: &'a Vocab,
+    pub latest: Option<NaiveDate>,
+    pub earliest: Option<NaiveDate>,
+    /// Every date is the first of a month (monthly data).
+    pub monthly: bool,
+}
+
+/// Why a question was refused. `part` is the piece not understood.
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub part: String,
+    pub reason: String,
+}
+
+pub fn refuse<T>(part: impl Into<String>, reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        part: part.into(),
+        reason: reason.into(),
+    })
+}
+
+/// One understood piece: what it means, its words, and whether its words were a plural noun.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub it: It,
+    pub text: String,
+    pub plural: bool,
+}
+
+/// Split a question into understood pieces, or refuse with the words not understood.
+pub fn scan(question: &str, ctx: &Ctx) -> Result<Vec<Piece>, Refusal> {
+    let w = Words::new(question, |t| {
+        ctx.vocab.knows_first(&tokens::stem(t)) || keyword(&[t.to_string()], &[tokens::stem(t)], 0).is_some()
+    });
+    let (t, stems) = (&w.raw, &w.stems);
+    if t.is_empty() {
+        return refuse(question.trim(), "the question has no words");
+    }
+    let latest = ctx
+        .latest
+        .unwrap_or_else(|| NaiveDate::from_ymd_opt(2000, 1, 1).expect("valid"));
+    let earliest = ctx.earliest.unwrap_or(latest);
+    // monthly data: the latest row stands for its whole month
+    let latest = if ctx.monthly {
+        time::month_end(latest.year(), latest.month()).unwrap_or(latest)
+    } else {
+        latest
+    };
+    let mut items: Vec<Piece> = Vec::new();
+    let mut unknown: Vec<Vec<String>> = Vec::new();
+    let mut last_unknown = false;
+    let mut i = 0;
+    while i < t.len() {
+        let time = parse_time(t, i, latest, earliest).map(|(n, spec)| (n, It::Time(spec)));
+        if ctx.ds.time_column().is_none()
+            && let Some((n, _)) = time
+        {
+            // a time phrase on a dataset without a time column is not understood, as a whole
+            unknown.push(t[i..i + n].to_vec());
+            last_unknown = false;
+            i += n;
+            continue;
+        }
+        let kw = keyword(t, stems, i);
+        let term = ctx
+            .vocab
+            .longest(stems, i)
+            .map(|(n, term)| (n, It::Term(term.clone())));
+        // a phrase of several words wins over a shorter one; on a tie the catalog wins
+        let found = time.or(match (kw, term) {
+            (Some(k), Some(v)) if k.0 > v.0 => Some(k),
+            // "monthly" stems like a time column named "month": the grain word is meant
+            (Some(k @ (_, It::Grain(_) | It::Over(_))), Some((n, It::Term(Term::Time(_))))) if k.0 == n => {
+                Some(k)
+            }
+            (_, Some(v)) => Some(v),
+            (Some(k), None) => Some(k),
+            (None, None) => None,
+        });
+        match found {
+            Some((n, it)) => {
+                let text = t[i..i + n].join(" ");
+                let plural = tokens::is_plural(&t[i + n - 1]);
+                if it != It::Filler {
+                    items.push(Piece { it, text, plural });
+                }
+                i += n;
+                last_unknown = false;
+            }
+            None if FILLER.contains(&t[i].as_str()) => {
+                i += 1;
+                last_unknown = false;
+            }
+            None => {
+                if last_unknown {
+                    unknown.last_mut().expect("set").push(t[i].clone());
+                } else {
+                    unknown.push(vec![t[i].clone()]);
+                }
+                last_unknown = true;
+                i += 1;
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let parts: Vec<String> = unknown.iter().map(|u| format!("'{}'", u.join(" "))).collect();
+        let hints: Vec<String> = unknown
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                ctx.vocab
+                    .suggest(u)
+                    .map(|s| format!("'{u}': did you mean '{s}'?"))
+            })
+            .collect();
+        let mut reason = format!(
+            "did not understand {} (not a measure, dimension, value or time phrase of dataset {})",
+            parts.join(", "),
+            ctx.ds.name
+        );
+        if !hints.is_empty() {
+            reason.push_str(&format!("; {}", hints.join("; ")));
+        }
+        return refuse(parts.join(", "), reason);
+    }
+    Ok(items)
+}
+
+/// Read a question into a plan.
+pub fn parse(question: &str, ctx: &Ctx) -> Result<Plan, Refusal> {
+    let items = scan(question, ctx)?;
+    resolve::resolve(&items, ctx)
+}
