@@ -183,6 +183,7 @@ async fn read_json(
                 let body = head.concat();
                 return match bounded::parse_slice(&body, limits.result) {
                     Ok((data, truncated)) => Ok(Answer::Json { data, truncated }),
+                    Err(error) if error.is_eof() => Err(ended_early()),
                     Err(_) if expect == Expect::Stream => {
                         let (text, truncated) = text_of(&body, limits.result.max_bytes);
                         Ok(Answer::Text { text, truncated })
@@ -229,8 +230,15 @@ async fn parse_while_reading(
     pumped?;
     match parsed {
         Ok((data, truncated)) => Ok(Answer::Json { data, truncated }),
+        Err(error) if error.is_eof() => Err(ended_early()),
         Err(_) => Err(AttemptError::fatal(BackendError::Malformed(None))),
     }
+}
+
+/// JSON that stops in the middle: the connection was closed before the answer was complete (a backend
+/// does not send half a document on purpose), so it is a broken connection, worth another try.
+fn ended_early() -> AttemptError {
+    AttemptError::retryable(BackendError::ConnectionLost)
 }
 
 /// A blocking reader over the chunks a task sends.
@@ -497,6 +505,19 @@ mod tests {
                 assert_eq!(data.as_array().unwrap().len(), 100);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn json_that_stops_in_the_middle_is_a_broken_connection() {
+        for body in [&b"{\"rows\": [1, 2,"[..], b"[{\"a\": \"unfinished"] {
+            for expect in [Expect::Json, Expect::Stream] {
+                let error = read_answer(chunks(&[body]), None, expect, LIMITS)
+                    .await
+                    .unwrap_err();
+                assert!(matches!(error.error, BackendError::ConnectionLost), "{error:?}");
+                assert!(error.retryable);
+            }
         }
     }
 
