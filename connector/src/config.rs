@@ -19,7 +19,7 @@ const SECRETS_HELP: &str = "\
 Credentials for the Lumenore backend (environment or .env only, never flags):
   LUMENORE_CLIENT_ID   client id for the client-credentials login
   LUMENORE_SECRET      client secret for the client-credentials login
-  LUMENORE_API_KEY     a static bearer token used instead of the login
+  LUMENORE_API_KEY     a static key used instead of the login, sent as the whole Authorization value
 
 Caller authentication (see docs/auth.md): --auth-mode none is only allowed on a loopback listen address
 unless --allow-unauthenticated is set. Make an API key and its hash with `lumenore-connector hash-key`.
@@ -73,18 +73,48 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Time allowed to open a connection to the backend.
+    // --- Lumenore backend client. The original server's CONNECT_TIMEOUT, REQUEST_TIMEOUT and TOTAL_TIMEOUT
+    // are accepted too (in seconds, or with a unit) when ours are not set: see `Config::from_args`. ---
+    /// Time allowed to open a connection to the backend (also read from CONNECT_TIMEOUT).
     #[arg(long, env = "LUMENORE_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
 
-    /// Time allowed for one backend request, body included.
+    /// Time the backend may stay silent: waiting for its answer to start, and between two parts of a
+    /// streamed answer (also read from REQUEST_TIMEOUT, as the original server used it).
     #[arg(long, env = "LUMENORE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     pub request_timeout: Duration,
+
+    /// Time allowed for a whole backend request, streamed body included (also read from TOTAL_TIMEOUT).
+    #[arg(long, env = "LUMENORE_TOTAL_TIMEOUT", value_parser = parse_duration, default_value = "300s")]
+    pub total_timeout: Duration,
 
     /// Retries after a connection error or a 502/503/504 from the backend (exponential backoff, jittered).
     #[arg(long, env = "LUMENORE_MAX_RETRIES", default_value_t = 2)]
     pub max_retries: usize,
 
+    /// After a failed login, or a token refused right after its login: how long the connector answers
+    /// with that failure instead of logging in again (0s logs in again at once).
+    #[arg(long, env = "LUMENORE_LOGIN_BACKOFF", value_parser = parse_duration, default_value = "10s")]
+    pub login_backoff: Duration,
+
+    /// What /readyz checks on the backend every --readiness-interval: full (a login when no token is held,
+    /// then an authenticated get-domain call) or login (only that a token is held or can be had: no data
+    /// request, a login only when no token is held).
+    #[arg(long, env = "LUMENORE_READINESS_CHECK", value_enum, default_value_t = ReadinessCheck::Full)]
+    pub readiness_check: ReadinessCheck,
+
+    /// Idle connections to the backend kept open for reuse.
+    #[arg(long, env = "LUMENORE_BACKEND_POOL_MAX_IDLE", default_value_t = 16)]
+    pub backend_pool_max_idle: usize,
+
+    /// How long an idle backend connection is kept before it is closed.
+    #[arg(long, env = "LUMENORE_BACKEND_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub backend_pool_idle_timeout: Duration,
+
+    /// A bad value of the original server's timeout variables, reported by `validate`.
+    #[arg(skip)]
+    pub original_names_error: Option<String>,
+    // --- end of the Lumenore backend client ---
     /// Largest number of items kept in any array of a tool result; longer arrays are cut and the result
     /// says "truncated": true.
     #[arg(long, env = "LUMENORE_MAX_RESULT_ROWS", default_value_t = 1000)]
@@ -158,8 +188,9 @@ pub struct Config {
     #[arg(long, env = "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE")]
     pub rate_limit_tenant_per_minute: Option<NonZeroU32>,
 
-    /// Tool calls running at once in this pod; one more is answered 429 at once. Unset is unlimited.
-    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS")]
+    /// Tool calls running at once in this pod; one more is answered 429 at once. Each call holds at most
+    /// about --max-result-bytes of parsed answer, so this bounds the memory answers can take.
+    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", default_value = "64")]
     pub max_concurrent_backend_calls: Option<NonZeroU32>,
 
     #[command(subcommand)]
@@ -199,6 +230,15 @@ pub enum BackendKind {
     Embedded,
 }
 
+/// What the readiness check asks of the Lumenore backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadinessCheck {
+    /// A login when no token is held, then an authenticated get-domain call.
+    Full,
+    /// Only that a token is held or can be had by logging in.
+    Login,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -213,7 +253,7 @@ pub enum Credentials {
         client_id: SecretString,
         secret: SecretString,
     },
-    /// A static bearer token (LUMENORE_API_KEY); no login.
+    /// A static key (LUMENORE_API_KEY), sent as the whole `Authorization` value; no login.
     StaticToken(SecretString),
     /// Nothing configured: every backend call fails with a clear message and /readyz says why.
     Missing,
@@ -271,14 +311,85 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|error| format!("{error} (examples: 500ms, 10s, 2m)"))
 }
 
+/// The original server's timeout variables: seconds (`60`, `2.5`), or a duration with a unit (`60s`).
+fn parse_seconds_or_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        Ok(_) => Err("must be a number of seconds of at least 0".into()),
+        Err(_) => parse_duration(value),
+    }
+}
+
+/// The original server's timeout variables and the options they stand for.
+pub const ORIGINAL_TIMEOUT_NAMES: [(&str, &str); 3] = [
+    ("connect_timeout", "CONNECT_TIMEOUT"),
+    ("request_timeout", "REQUEST_TIMEOUT"),
+    ("total_timeout", "TOTAL_TIMEOUT"),
+];
+
 impl Config {
     /// Parses flags and environment. `.env` must already be loaded (see `main`).
     pub fn from_args() -> Self {
-        Config::parse()
+        match Self::parse_with_env(std::env::args_os(), |name| std::env::var(name).ok()) {
+            Ok(config) => config,
+            Err(error) => error.exit(),
+        }
+    }
+
+    /// Parses `args` (and the process environment, through clap), then applies the original server's
+    /// timeout variables read with `lookup` to the options that were left at their defaults.
+    pub fn parse_with_env<I, T>(args: I, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Config::command().try_get_matches_from(args)?;
+        let mut config = Config::from_arg_matches(&matches)?;
+        for (id, name) in ORIGINAL_TIMEOUT_NAMES {
+            if matches.value_source(id) != Some(ValueSource::DefaultValue) {
+                continue;
+            }
+            let Some(value) = lookup(name).filter(|value| !value.trim().is_empty()) else {
+                continue;
+            };
+            match parse_seconds_or_duration(&value) {
+                Ok(duration) => match id {
+                    "connect_timeout" => config.connect_timeout = duration,
+                    "request_timeout" => config.request_timeout = duration,
+                    _ => config.total_timeout = duration,
+                },
+                Err(rule) => {
+                    config
+                        .original_names_error
+                        .get_or_insert(format!("{name}: {rule}"));
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Checks the rules flags alone cannot express, naming the option and the rule.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(error) = &self.original_names_error {
+            return Err(error.clone());
+        }
+        for (option, value) in [
+            (
+                "--connect-timeout (LUMENORE_CONNECT_TIMEOUT)",
+                self.connect_timeout,
+            ),
+            (
+                "--request-timeout (LUMENORE_REQUEST_TIMEOUT)",
+                self.request_timeout,
+            ),
+            ("--total-timeout (LUMENORE_TOTAL_TIMEOUT)", self.total_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{option} must be positive"));
+            }
+        }
         if self.max_result_rows == 0 {
             return Err("--max-result-rows (LUMENORE_MAX_RESULT_ROWS) must be at least 1".into());
         }
@@ -532,8 +643,64 @@ mod tests {
     }
 
     #[test]
+    fn original_timeout_names_are_accepted_and_ours_win() {
+        let original = env(&[
+            ("REQUEST_TIMEOUT", "2"),
+            ("TOTAL_TIMEOUT", "300"),
+            ("CONNECT_TIMEOUT", "2.5"),
+        ]);
+        let config = Config::parse_with_env(["lumenore-connector"], &original).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(2));
+        assert_eq!(config.total_timeout, Duration::from_secs(300));
+        assert_eq!(config.connect_timeout, Duration::from_millis(2500));
+        // Our flag (or LUMENORE_* variable) wins over the original name.
+        let config =
+            Config::parse_with_env(["lumenore-connector", "--request-timeout", "7s"], &original).unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(7));
+        // Units are accepted too; a bad value names the variable.
+        let config = Config::parse_with_env(["lumenore-connector"], env(&[("TOTAL_TIMEOUT", "5m")])).unwrap();
+        assert_eq!(config.total_timeout, Duration::from_secs(300));
+        let config =
+            Config::parse_with_env(["lumenore-connector"], env(&[("REQUEST_TIMEOUT", "soon")])).unwrap();
+        assert!(config.validate().unwrap_err().starts_with("REQUEST_TIMEOUT:"));
+        let config =
+            Config::parse_with_env(["lumenore-connector"], env(&[("REQUEST_TIMEOUT", "-1")])).unwrap();
+        assert!(config.validate().unwrap_err().starts_with("REQUEST_TIMEOUT:"));
+        let config =
+            Config::parse_with_env(["lumenore-connector"], env(&[("REQUEST_TIMEOUT", "0")])).unwrap();
+        assert!(config.validate().unwrap_err().contains("--request-timeout"));
+    }
+
+    #[test]
+    fn backend_client_defaults() {
+        let config = Config::defaults();
+        assert_eq!(config.total_timeout, Duration::from_secs(300));
+        assert_eq!(config.login_backoff, Duration::from_secs(10));
+        assert_eq!(config.readiness_check, ReadinessCheck::Full);
+        assert_eq!(config.backend_pool_max_idle, 16);
+        assert_eq!(config.backend_pool_idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            parse(&["--readiness-check", "login"]).readiness_check,
+            ReadinessCheck::Login
+        );
+    }
+
+    #[test]
     fn rate_limits_are_unset_by_default_and_zero_is_refused() {
-        assert_eq!(Config::defaults().limit_settings(), LimitSettings::default());
+        // The concurrency cap has a safe default; the rates are unlimited unless set.
+        let defaults = Config::defaults().limit_settings();
+        assert_eq!(
+            defaults.max_concurrent_backend_calls.map(NonZeroU32::get),
+            Some(64)
+        );
+        assert_eq!(
+            LimitSettings {
+                max_concurrent_backend_calls: None,
+                ..defaults
+            },
+            LimitSettings::default()
+        );
         assert!(
             Config::try_parse_from(["lumenore-connector", "--rate-limit-caller-per-minute", "0"]).is_err()
         );

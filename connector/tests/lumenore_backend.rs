@@ -64,7 +64,12 @@ async fn every_tool_reaches_its_endpoint_with_the_documented_body() {
     let backend = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/api/askme-manager/metadata/get/35403"))
-        .and(body_json(json!({"columns": [], "domainId": 35403})))
+        .and(body_json(
+            json!({"data": {"columns": ["description", "column_name", "column_alias",
+            "column_type", "unit", "column_datatype_name", "date_format"], "domainId": 35403}}),
+        ))
+        .and(header("authorization", "static-token"))
+        .and(header("accept", "application/json"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"columns": ["region"]})))
         .expect(1)
         .mount(&backend)
@@ -80,7 +85,8 @@ async fn every_tool_reaches_its_endpoint_with_the_documented_body() {
     ] {
         Mock::given(method("POST"))
             .and(path(format!("/api/ai-engine/mcp/{endpoint}")))
-            .and(header("authorization", "Bearer static-token"))
+            .and(header("authorization", "static-token"))
+            .and(header("accept", "application/json"))
             .and(body_json(
                 json!({"userQuery": format!("question for {tool}"), "schemaId": 35403}),
             ))
@@ -359,7 +365,7 @@ async fn a_slow_backend_times_out_with_a_clear_error() {
     .await;
     assert_eq!(
         envelope(&result)["error"],
-        "the Lumenore backend did not answer within 300ms"
+        "the Lumenore backend sent nothing for 300ms"
     );
 }
 
@@ -376,7 +382,7 @@ async fn malformed_json_and_unreachable_backends_are_clean_errors() {
     let result = call_tool(&server.mcp, "get_dataset_metadata", json!({})).await;
     assert_eq!(
         envelope(&result)["error"],
-        "the Lumenore backend sent a response that is not valid JSON"
+        "the Lumenore backend sent a response that is not valid JSON: it sent text/plain"
     );
 
     // A port nobody listens on.
@@ -441,12 +447,10 @@ async fn readiness_follows_the_backend_credentials() {
         .respond_with(ResponseTemplate::new(401))
         .mount(&backend)
         .await;
-    let server = start(
-        config_for(&backend.uri()),
-        client_credentials("the-id", "the-secret"),
-        true,
-    )
-    .await;
+    // A refused login is remembered for the login backoff; keep it short so the fix is seen soon.
+    let mut config = config_for(&backend.uri());
+    config.login_backoff = Duration::from_millis(300);
+    let server = start(config, client_credentials("the-id", "the-secret"), true).await;
     let client = http();
     let mut last = (0, String::new());
     for _ in 0..50 {
@@ -491,4 +495,177 @@ async fn readiness_follows_the_backend_credentials() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "never became ready");
+}
+
+const QUESTION: &str = "Top 5 sales regions last month";
+
+fn static_key() -> lumenore_connector::config::Credentials {
+    lumenore_connector::config::Credentials::StaticToken("key-789".to_string().into())
+}
+
+#[tokio::test]
+async fn backend_error_messages_reach_the_caller_bounded_and_without_the_question() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/ai-engine/mcp/nlq-to-data"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({"status": "error", "message": "Internal failure in ai-engine"})),
+        )
+        .mount(&backend)
+        .await;
+    // A backend that echoes the question, the schema id and the key, at length.
+    let echo = format!(
+        "cannot answer '{}' on 35403 with key-789 {}",
+        QUESTION.to_uppercase(),
+        "x".repeat(2000)
+    );
+    Mock::given(method("POST"))
+        .and(path("/api/ai-engine/mcp/get-trend-data"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"detail": echo})))
+        .mount(&backend)
+        .await;
+    let server = start(config_for(&backend.uri()), static_key(), false).await;
+    let args = json!({"userQuery": QUESTION, "schemaId": 35403});
+    let result = call_tool(&server.mcp, "nlq_to_data", args.clone()).await;
+    assert_eq!(result["isError"], true, "{result}");
+    assert_eq!(
+        envelope(&result),
+        &json!({"status": "error", "error": "the Lumenore backend answered HTTP 500: Internal failure in ai-engine"})
+    );
+    let result = call_tool(&server.mcp, "get_trend_data", args).await;
+    let error = envelope(&result)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("the Lumenore backend answered HTTP 422: cannot answer"),
+        "{error}"
+    );
+    assert!(!error.to_lowercase().contains("sales regions"), "{error}");
+    assert!(!error.contains("35403") && !error.contains("key-789"), "{error}");
+    assert!(error.chars().count() < 400, "{}", error.len());
+    // The metrics carry the class only.
+    let metrics = server.metrics.encode();
+    assert!(!metrics.contains("Internal failure"), "{metrics}");
+}
+
+#[tokio::test]
+async fn nlq_answers_in_text_or_server_sent_events_are_passed_on() {
+    let backend = MockServer::start().await;
+    let text = "Top 5 sales regions last month:\n1. North 120.5\n2. South 99.0\n";
+    Mock::given(method("POST"))
+        .and(path("/api/ai-engine/mcp/nlq-to-data"))
+        .and(body_json(json!({"userQuery": "as text", "schemaId": 1})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(text, "text/plain"))
+        .mount(&backend)
+        .await;
+    // An event spread over two data lines, a retry field, a comment, then [DONE].
+    let events = "retry: 500\nevent: message\ndata: {\"type\": \"sql\",\ndata:  \"sql\": \"SELECT 1\"}\n\n: ping\n\ndata: {\"type\": \"data\", \"rows\": [[\"North\", 120.5]]}\n\ndata: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .and(path("/api/ai-engine/mcp/nlq-to-data"))
+        .and(body_json(json!({"userQuery": "as events", "schemaId": 1})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(events, "text/event-stream"))
+        .mount(&backend)
+        .await;
+    let server = start(config_for(&backend.uri()), static_key(), false).await;
+    let result = call_tool(
+        &server.mcp,
+        "nlq_to_data",
+        json!({"userQuery": "as text", "schemaId": 1}),
+    )
+    .await;
+    assert_eq!(result["isError"], false, "{result}");
+    assert_eq!(result["content"][0]["text"], text);
+    assert_eq!(
+        envelope(&result),
+        &json!({"status": "success", "format": "text", "data": text})
+    );
+    let result = call_tool(
+        &server.mcp,
+        "nlq_to_data",
+        json!({"userQuery": "as events", "schemaId": 1}),
+    )
+    .await;
+    assert_eq!(
+        envelope(&result),
+        &json!({"status": "success", "data": [
+            {"type": "sql", "sql": "SELECT 1"},
+            {"type": "data", "rows": [["North", 120.5]]}
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn schema_ids_sent_as_strings_or_floats_reach_the_backend_as_numbers() {
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/ai-engine/mcp/get-trend-data"))
+        .and(body_json(json!({"userQuery": QUESTION, "schemaId": 35403})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "success"})))
+        .expect(2)
+        .mount(&backend)
+        .await;
+    let server = start(config_for(&backend.uri()), static_key(), false).await;
+    for id in [json!("35403"), json!(35403.0)] {
+        let result = call_tool(
+            &server.mcp,
+            "get_trend_data",
+            json!({"userQuery": QUESTION, "schemaId": id}),
+        )
+        .await;
+        assert_eq!(envelope(&result)["status"], "success", "{result}");
+    }
+    let result = call_tool(
+        &server.mcp,
+        "get_trend_data",
+        json!({"userQuery": QUESTION, "schemaId": "35403abc"}),
+    )
+    .await;
+    assert_eq!(
+        envelope(&result),
+        &json!({"status": "validation_error", "error": "schemaId: must be a positive integer"})
+    );
+}
+
+#[tokio::test]
+async fn a_backend_refusing_every_token_costs_a_bounded_number_of_logins() {
+    let backend = MockServer::start().await;
+    mount_login(&backend, "T", None).await;
+    Mock::given(method("GET"))
+        .and(path("/api/askme-manager/get-domain"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"message": "Unauthorized: token expired"})),
+        )
+        .mount(&backend)
+        .await;
+    let server = start(
+        config_for(&backend.uri()),
+        client_credentials("the-id", "the-secret"),
+        false,
+    )
+    .await;
+    let mut errors = Vec::new();
+    for _ in 0..20 {
+        let result = call_tool(&server.mcp, "get_dataset_metadata", json!({})).await;
+        assert_eq!(result["isError"], true, "{result}");
+        errors.push(envelope(&result)["error"].as_str().unwrap().to_string());
+    }
+    let logins = backend
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.path() == "/api/secure/client/user-login")
+        .count();
+    // One login, one re-login for the first call; then the backoff (10 s) holds for the other 19.
+    assert_eq!(logins, 2, "{errors:?}");
+    assert_eq!(
+        errors[0],
+        "the Lumenore backend rejected the connector's credentials: Unauthorized: token expired"
+    );
+    assert!(
+        errors[19].starts_with(
+            "the Lumenore backend rejected a token it issued less than 10s ago: Unauthorized: token expired"
+        ),
+        "{}",
+        errors[19]
+    );
 }

@@ -8,6 +8,10 @@
 //! - `POST /api/ai-engine/mcp/nlq-to-data`: JSON lines streamed in chunks with a delay between chunks.
 //! - Faults, queued and served to the next data requests (not the login): an HTTP status (e.g. 503), a
 //!   connection closed mid-body, a connection closed before any header.
+//! - Hostile modes: a login that hangs, a backend that refuses every token (401 to every data request),
+//!   analysis answers of a given size (one JSON array), and an NLQ stream that never ends.
+//! - `LUMENORE_API_KEY`: the static token is accepted as the whole `Authorization` value (no `Bearer `), as
+//!   the real backend takes it from the original server.
 //! - `stop()` closes the listener and every open connection at once (a crash, not a graceful stop);
 //!   `start_again()` binds the same port again.
 //! - Counters: requests, logins, 401s, faults served, calls completed and calls cancelled (the client went
@@ -46,7 +50,7 @@ const REGIONS: [&str; 4] = ["North", "South", "East", "West"];
 pub struct FakeConfig {
     pub client_id: String,
     pub secret: String,
-    /// A bearer token accepted forever (for `LUMENORE_API_KEY`).
+    /// A key accepted forever as the whole `Authorization` value (for `LUMENORE_API_KEY`).
     pub static_token: Option<String>,
     /// A login token is refused (401) after this many authenticated requests.
     pub token_max_uses: Option<u64>,
@@ -57,6 +61,14 @@ pub struct FakeConfig {
     /// nlq-to-data: number of JSON lines streamed, and the pause before each.
     pub stream_chunks: usize,
     pub chunk_delay: Duration,
+    /// The login waits this long before answering (a hanging login).
+    pub login_delay: Duration,
+    /// Every data request is answered 401, whatever the token (logins still succeed).
+    pub refuse_all_tokens: bool,
+    /// Analysis endpoints answer one JSON array of about this many bytes, in 64 KiB chunks.
+    pub answer_bytes: Option<usize>,
+    /// nlq-to-data streams JSON lines until the client goes away.
+    pub endless_stream: bool,
 }
 
 impl Default for FakeConfig {
@@ -70,6 +82,10 @@ impl Default for FakeConfig {
             delay: Duration::ZERO,
             stream_chunks: 3,
             chunk_delay: Duration::ZERO,
+            login_delay: Duration::ZERO,
+            refuse_all_tokens: false,
+            answer_bytes: None,
+            endless_stream: false,
         }
     }
 }
@@ -388,10 +404,17 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> Response<Body> {
     count_endpoint(&shared, LOGIN_PATH);
-    let (client_id, secret) = {
+    let (client_id, secret, delay) = {
         let config = shared.config.lock().unwrap();
-        (config.client_id.clone(), config.secret.clone())
+        (
+            config.client_id.clone(),
+            config.secret.clone(),
+            config.login_delay,
+        )
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let data = serde_json::from_slice::<Value>(&body).unwrap_or_default()["data"].clone();
     if data["clientId"] != client_id.as_str() || data["secret"] != secret.as_str() {
         shared.counters.logins_rejected.fetch_add(1, Ordering::SeqCst);
@@ -440,17 +463,17 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Unauthorized> {
         shared.counters.unauthorized.fetch_add(1, Ordering::SeqCst);
         Unauthorized
     };
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return Err(unauthorized());
-    };
     let config = shared.config.lock().unwrap().clone();
-    if config.static_token.as_deref() == Some(token) {
+    if config.refuse_all_tokens {
+        return Err(unauthorized());
+    }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if authorization.is_some() && authorization == config.static_token.as_deref() {
         return Ok(());
     }
+    let Some(token) = authorization.and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Err(unauthorized());
+    };
     let mut tokens = shared.tokens.lock().unwrap();
     let Some(state) = tokens.get_mut(token) else {
         return Err(unauthorized());
@@ -547,6 +570,13 @@ async fn analysis(
     body: Bytes,
 ) -> Response<Body> {
     let schema_id = serde_json::from_slice::<Value>(&body).unwrap_or_default()["schemaId"].clone();
+    let answer_bytes = shared.config.lock().unwrap().answer_bytes;
+    if let Some(size) = answer_bytes {
+        return match begin(&shared, &headers, &format!("/{endpoint}")).await {
+            Ok(guard) => large_array(size, guard),
+            Err(unauthorized) => unauthorized.into_response(),
+        };
+    }
     let answer_body = json!({
         "analysis": endpoint.trim_start_matches("get-").trim_end_matches("-data"),
         "schemaId": schema_id,
@@ -555,15 +585,63 @@ async fn analysis(
     answer(shared, headers, &format!("/{endpoint}"), answer_body).await
 }
 
+/// One JSON array of about `size` bytes (rows of a region and a number), sent in 64 KiB chunks made as
+/// they are sent.
+fn large_array(size: usize, guard: CallGuard) -> Response<Body> {
+    const CHUNK: usize = 64 * 1024;
+    let row = |i: usize| {
+        format!(
+            "{{\"region\": \"{}\", \"sales\": {}}}",
+            REGIONS[i % REGIONS.len()],
+            1000 + i
+        )
+    };
+    let stream = futures::stream::unfold(
+        (0usize, 0usize, Some(guard)),
+        move |(sent, next_row, mut guard)| async move {
+            if sent >= size {
+                if let Some(guard) = guard.take() {
+                    guard.finish();
+                }
+                return None;
+            }
+            let mut chunk = String::with_capacity(CHUNK + 64);
+            let mut row_index = next_row;
+            if sent == 0 {
+                chunk.push('[');
+            }
+            while chunk.len() < CHUNK && sent + chunk.len() < size {
+                if row_index > 0 {
+                    chunk.push(',');
+                }
+                chunk.push_str(&row(row_index));
+                row_index += 1;
+            }
+            let last = sent + chunk.len() >= size;
+            if last {
+                chunk.push(']');
+            }
+            let total = sent + chunk.len();
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), (total, row_index, guard)))
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("response")
+}
+
 async fn nlq_to_data(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response<Body> {
     let guard = match begin(&shared, &headers, "/nlq-to-data").await {
         Ok(guard) => guard,
         Err(unauthorized) => return unauthorized.into_response(),
     };
-    let (chunks, chunk_delay) = {
+    let (chunks, chunk_delay, endless) = {
         let config = shared.config.lock().unwrap();
-        (config.stream_chunks, config.chunk_delay)
+        (config.stream_chunks, config.chunk_delay, config.endless_stream)
     };
+    let chunks = if endless { usize::MAX } else { chunks };
     let stream = futures::stream::unfold((0usize, Some(guard)), move |(i, mut guard)| async move {
         if i == chunks {
             if let Some(guard) = guard.take() {
@@ -574,11 +652,18 @@ async fn nlq_to_data(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         if !chunk_delay.is_zero() {
             tokio::time::sleep(chunk_delay).await;
         }
-        let line = format!(
-            "{}\n",
-            json!({"part": i, "rows": [{"region": REGIONS[i % REGIONS.len()], "sales": 1000 + i}]})
-        );
-        Some((Ok::<_, Infallible>(Bytes::from(line)), (i + 1, guard)))
+        // An endless stream sends its lines 64 at a time, so it reaches any byte cap in reasonable time.
+        let lines = if endless { 64 } else { 1 };
+        let text: String = (0..lines)
+            .map(|j| {
+                let part = i.saturating_mul(lines) + j;
+                format!(
+                    "{}\n",
+                    json!({"part": part, "rows": [{"region": REGIONS[part % REGIONS.len()], "sales": 1000 + part}]})
+                )
+            })
+            .collect();
+        Some((Ok::<_, Infallible>(Bytes::from(text)), (i + 1, guard)))
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -1,11 +1,30 @@
 //! The result envelopes kept from the original server, and bounding of results. Pure.
 //!
 //! Success: `{"status": "success", "data": …}` (plus `"truncated": true` when cut) as `structuredContent`,
-//! with the same JSON as text. Errors: `isError: true` with `{"status": "validation_error" | "error",
-//! "error": "…"}`.
+//! with the same JSON as text. A backend answer that is plain text (not JSON) is passed on as it came: the
+//! text is the content block, and the envelope says `"format": "text"` with the text as `data`. Errors:
+//! `isError: true` with `{"status": "validation_error" | "error", "error": "…"}`.
 
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
+
+/// What a backend answered, already parsed (and possibly already cut while it was read).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A JSON answer (one document, or the documents of a stream as an array).
+    Json { data: Value, truncated: bool },
+    /// A plain-text answer, passed on as text.
+    Text { text: String, truncated: bool },
+}
+
+impl From<Value> for Answer {
+    fn from(data: Value) -> Self {
+        Answer::Json {
+            data,
+            truncated: false,
+        }
+    }
+}
 
 /// Limits applied to every result.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +47,11 @@ pub fn output_schema() -> Value {
                 "type": "boolean",
                 "description": "true when the answer was cut to the connector's row or size limit."
             },
+            "format": {
+                "type": "string",
+                "enum": ["text"],
+                "description": "Present when the backend answered plain text instead of JSON: data is that text."
+            },
             "error": { "type": "string", "description": "What went wrong (present when status is not success)." }
         },
         "required": ["status"]
@@ -45,13 +69,41 @@ fn structured(value: Value, is_error: bool) -> CallToolResult {
     result
 }
 
-pub fn success(data: Value, limits: ResultLimits) -> CallToolResult {
-    let (data, truncated) = bound(data, limits);
-    let mut envelope = json!({"status": "success", "data": data});
-    if truncated {
-        envelope["truncated"] = Value::Bool(true);
+pub fn success(answer: impl Into<Answer>, limits: ResultLimits) -> CallToolResult {
+    match answer.into() {
+        Answer::Json { data, truncated } => {
+            let (data, cut) = bound(data, limits);
+            let mut envelope = json!({"status": "success", "data": data});
+            if truncated || cut {
+                envelope["truncated"] = Value::Bool(true);
+            }
+            structured(envelope, false)
+        }
+        Answer::Text { text, truncated } => {
+            let (text, cut) = bound_text(text, limits.max_bytes.saturating_sub(64));
+            let mut envelope = json!({"status": "success", "format": "text", "data": text});
+            if truncated || cut {
+                envelope["truncated"] = Value::Bool(true);
+            }
+            // The text itself is the content, as the original server passed it on.
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+            result.structured_content = Some(envelope);
+            result
+        }
     }
-    structured(envelope, false)
+}
+
+/// Cuts text to at most `max_bytes`, at a character boundary. Returns whether it was cut.
+pub fn bound_text(mut text: String, max_bytes: usize) -> (String, bool) {
+    if text.len() <= max_bytes {
+        return (text, false);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
 }
 
 pub fn validation_error(message: impl Into<String>) -> CallToolResult {
@@ -199,6 +251,51 @@ mod tests {
         );
         assert!(cut);
         assert_eq!(bounded, Value::Null);
+    }
+
+    #[test]
+    fn text_answers_are_passed_on_as_text_and_say_so() {
+        let answer = Answer::Text {
+            text: "Top regions:\n1. North".into(),
+            truncated: false,
+        };
+        let result = success(answer, LOOSE);
+        assert_eq!(result.is_error, Some(false));
+        assert_eq!(
+            result.content[0].as_text().unwrap().text,
+            "Top regions:\n1. North"
+        );
+        assert_eq!(
+            result.structured_content.unwrap(),
+            json!({"status": "success", "format": "text", "data": "Top regions:\n1. North"})
+        );
+        let long = Answer::Text {
+            text: "é".repeat(2000),
+            truncated: false,
+        };
+        let cut = success(
+            long,
+            ResultLimits {
+                max_rows: 10,
+                max_bytes: 1024,
+            },
+        );
+        let envelope = cut.structured_content.unwrap();
+        assert_eq!(envelope["truncated"], true);
+        assert!(envelope["data"].as_str().unwrap().len() <= 1024 - 64);
+    }
+
+    #[test]
+    fn a_json_answer_cut_while_read_says_truncated() {
+        let answer = Answer::Json {
+            data: json!([1, 2]),
+            truncated: true,
+        };
+        let envelope = success(answer, LOOSE).structured_content.unwrap();
+        assert_eq!(
+            envelope,
+            json!({"status": "success", "data": [1, 2], "truncated": true})
+        );
     }
 
     #[test]

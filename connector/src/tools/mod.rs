@@ -128,10 +128,14 @@ impl ToolName {
     }
 
     fn input_schema(self) -> Value {
+        // Language models often send ids as strings or floats: a string of digits and an integral number
+        // (35403.0) are accepted too, as the original server accepted them.
         let schema_id = json!({
-            "type": "integer",
-            "minimum": 1,
-            "description": "Numeric id of the dataset, from get_dataset_metadata."
+            "anyOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]{1,18}$" }
+            ],
+            "description": "Numeric id of the dataset, from get_dataset_metadata (a positive integer, or a string of digits)."
         });
         let user_query = json!({
             "type": "string",

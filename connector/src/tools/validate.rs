@@ -33,15 +33,33 @@ impl ValidationError {
     }
 }
 
+/// The rule a `schemaId` must follow, said the same way in every refusal (the input schema says that a
+/// string of digits is a positive integer too).
+const SCHEMA_ID_RULE: &str = "must be a positive integer";
+
+/// A schema id: a positive integer, also accepted as an integral float (`35403.0`) or a string of digits
+/// (`"35403"`), as language models often send ids that way and the original server coerced them.
 fn schema_id(args: &JsonObject) -> Result<i64, ValidationError> {
-    match args.get("schemaId") {
-        None | Some(Value::Null) => Err(ValidationError::new("schemaId", "is required")),
-        Some(Value::Number(number)) => match number.as_i64() {
-            Some(id) if id > 0 => Ok(id),
-            _ => Err(ValidationError::new("schemaId", "must be a positive integer")),
+    let refused = || ValidationError::new("schemaId", SCHEMA_ID_RULE);
+    let id = match args.get("schemaId") {
+        None | Some(Value::Null) => return Err(ValidationError::new("schemaId", "is required")),
+        Some(Value::Number(number)) => match (number.as_i64(), number.as_f64()) {
+            (Some(id), _) => id,
+            // Integral floats up to 2^53 are exact; beyond that a float does not name one id.
+            (None, Some(float)) if float.fract() == 0.0 && float.abs() <= 9_007_199_254_740_992.0 => {
+                float as i64
+            }
+            _ => return Err(refused()),
         },
-        Some(_) => Err(ValidationError::new("schemaId", "must be a positive integer")),
-    }
+        Some(Value::String(text)) => {
+            if text.is_empty() || text.len() > 18 || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(refused());
+            }
+            text.parse::<i64>().map_err(|_| refused())?
+        }
+        Some(_) => return Err(refused()),
+    };
+    if id > 0 { Ok(id) } else { Err(refused()) }
 }
 
 fn user_query(args: &JsonObject) -> Result<String, ValidationError> {
@@ -139,7 +157,27 @@ mod tests {
             ),
             (json!({"userQuery": "q"}), "schemaId: is required"),
             (
-                json!({"userQuery": "q", "schemaId": "35403"}),
+                json!({"userQuery": "q", "schemaId": "35x"}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": "-3"}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": " 35403"}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": "0"}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": ""}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": "99999999999999999999"}),
                 "schemaId: must be a positive integer",
             ),
             (
@@ -155,12 +193,39 @@ mod tests {
                 "schemaId: must be a positive integer",
             ),
             (
+                json!({"userQuery": "q", "schemaId": 1e300}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": [35403]}),
+                "schemaId: must be a positive integer",
+            ),
+            (
+                json!({"userQuery": "q", "schemaId": true}),
+                "schemaId: must be a positive integer",
+            ),
+            (
                 json!({"userQuery": "q", "schemaId": 1, "schema_id": 2}),
                 "schema_id: is not an argument of this tool",
             ),
         ];
         for (args, expected) in cases {
             assert_eq!(check(args.clone()).unwrap_err().to_string(), expected, "{args}");
+        }
+    }
+
+    #[test]
+    fn schema_ids_sent_as_digit_strings_or_integral_floats_are_accepted() {
+        // As the original server coerced them (recorded: val_schemaId_string, val_schemaId_float).
+        for id in [json!(35403), json!("35403"), json!(35403.0), json!("0035403")] {
+            assert_eq!(
+                check(json!({"userQuery": "q", "schemaId": id.clone()})),
+                Ok(ToolArgs::Query {
+                    user_query: "q".into(),
+                    schema_id: 35403
+                }),
+                "{id}"
+            );
         }
     }
 
