@@ -19,7 +19,7 @@ use crate::{
     auth::Caller,
     backend::{Backend, BackendCall, BackendError},
     metrics::{Metrics, Outcome, ToolLabels, ToolOnly},
-    telemetry::AUDIT_TARGET,
+    telemetry::{AUDIT_TARGET, CorrelationId},
     tools::{self, ToolName, envelope, envelope::ResultLimits},
 };
 
@@ -30,10 +30,6 @@ pub struct AppState {
     pub metrics: Metrics,
     pub tools: Vec<Tool>,
 }
-
-/// A correlation id for one HTTP request, set by the HTTP layer and carried into audit events.
-#[derive(Clone, Debug)]
-pub struct CorrelationId(pub String);
 
 /// The rmcp handler. One is made per request; it only holds the shared state.
 #[derive(Clone)]
