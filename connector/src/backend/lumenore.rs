@@ -151,7 +151,7 @@ impl LumenoreBackend {
                 schema_id,
             } => Operation {
                 method: Method::POST,
-                path: format!("api/ai-engine/mcp/get-{}-data", kind.endpoint_kind()),
+                path: format!("api/ai-engine/mcp/get-{}-data", kind.as_str()),
                 body: Some(json!({"userQuery": user_query, "schemaId": schema_id})),
                 streamed: false,
             },
