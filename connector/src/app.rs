@@ -309,7 +309,8 @@ pub async fn serve(
         "shutting down: draining in-flight requests"
     );
     stop_accepting.cancel();
-    let connections = accepting.await.map_err(std::io::Error::other)?;
+    let (listener, connections) = accepting.await.map_err(std::io::Error::other)?;
+    drop(listener);
     // Idle connections close at once; the others after the request they serve.
     let (drained, closed) = tokio::join!(app.drain.wait_idle(grace), connections.close(grace));
     if !drained {

@@ -189,16 +189,15 @@ impl AsyncWrite for Watched {
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\n\
 content-type: text/plain\r\ncontent-length: 38\r\n\r\ntoo many open connections: retry later\n";
 
-/// Serves `router` on `listener` until `stop` is cancelled, then stops accepting and asks every
-/// connection to close after its current request. Returns a handle to wait for the connections and to
-/// drop those left.
+/// Serves `router` on `listener` until `stop` is cancelled, then stops accepting. Returns the listener
+/// (to serve another router on the same port) and a handle to close the connections.
 pub async fn accept_until(
     listener: TcpListener,
     router: Router,
     settings: ConnectionSettings,
     metrics: Metrics,
     stop: CancellationToken,
-) -> Connections {
+) -> (TcpListener, Connections) {
     let graceful = GracefulShutdown::new();
     let kill = CancellationToken::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
@@ -269,8 +268,7 @@ pub async fn accept_until(
             metrics.connections_open.dec();
         });
     }
-    drop(listener);
-    Connections { graceful, kill }
+    (listener, Connections { graceful, kill })
 }
 
 /// The connections of a stopped listener.
@@ -280,7 +278,8 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Waits up to `grace` for the connections to finish their requests and close; drops the rest.
+    /// Asks every connection to close after its current request (idle ones close at once), waits up to
+    /// `grace` for them, and drops the rest.
     pub async fn close(self, grace: Duration) -> bool {
         let finished = tokio::time::timeout(grace, self.graceful.shutdown())
             .await
