@@ -5,9 +5,13 @@
 //! - time from process start to `/readyz` = 200;
 //! - `tools/call` throughput and latency at 16 concurrent clients, and the latency the connector adds over
 //!   calling the backend directly with the same client and concurrency;
+//! - the connector process's CPU time per `tools/call` (user + system, from `/proc/<pid>/stat`);
 //! - the connector process's resident memory after 100,000 calls.
 //!
-//! Options (environment): BENCH_CALLS (default 100000), BENCH_CONCURRENCY (default 16).
+//! Options (environment): BENCH_CALLS (default 100000), BENCH_CONCURRENCY (default 16), BENCH_PRELOAD (a
+//! shared library preloaded into the connector, e.g. `/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`, to
+//! compare allocators on the same binary), BENCH_RUST_LOG (default `warn`; `info` writes the audit line of
+//! every call to standard error, here /dev/null).
 
 use std::{
     process::{Child, Command, Stdio},
@@ -61,6 +65,32 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|kib| kib.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// User + system CPU time of a process so far (`/proc/<pid>/stat` fields 14 and 15, in clock ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let ticks: u64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may contain spaces.
+            let rest = stat.rsplit_once(')')?.1.to_string();
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0);
+    let per_second: u64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
 struct Percentiles {
@@ -136,12 +166,18 @@ async fn main() {
     let port = free_port();
     let binary = env!("CARGO_BIN_EXE_lumenore-connector");
 
+    let preload = std::env::var("BENCH_PRELOAD").unwrap_or_default();
     let spawned = Instant::now();
     let child = Command::new(binary)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("LD_PRELOAD", &preload)
         .env("SERVER_URL", &backend)
         .env("LUMENORE_API_KEY", "bench-token")
-        .env("RUST_LOG", "warn")
+        // BENCH_RUST_LOG=info turns the audit lines on (one per call), as in production.
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -189,7 +225,9 @@ async fn main() {
 
     let (direct, _) = load(&client, &direct_url, direct_body, &[], calls / 5, concurrency).await;
     let direct = percentiles(direct);
+    let cpu_before = cpu_time(connector.0.id());
     let (through, wall) = load(&client, &mcp_url, mcp_body, &mcp_headers, calls, concurrency).await;
+    let cpu = cpu_time(connector.0.id()).saturating_sub(cpu_before);
     let done = through.len();
     let through = percentiles(through);
     let rss = rss_kib(connector.0.id());
@@ -227,6 +265,14 @@ async fn main() {
         ms(added_p50),
         ms(added_p99)
     );
+    println!(
+        "  connector CPU per tools/call:       {:>8.1} µs   target <= 100 µs ({:.2} s CPU for {done} calls)",
+        cpu.as_secs_f64() * 1e6 / done as f64,
+        cpu.as_secs_f64()
+    );
+    if !preload.is_empty() {
+        println!("  connector started with LD_PRELOAD={preload}");
+    }
     println!(
         "  connector RSS after {done} calls:   {:>8.1} MiB   target < 30 MiB",
         rss as f64 / 1024.0

@@ -1,20 +1,13 @@
 //! The HTTP application: MCP at /mcp (stateless Streamable HTTP), health, readiness, metrics and a small
 //! service description at /, plus the readiness loop and graceful shutdown.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::State,
     http::{HeaderValue, StatusCode, header},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -28,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{
         self,
-        http::{AuthSettings, Gate, RpcPeek},
+        http::{AuthSettings, Gate},
     },
     backend::{
         Backend, Readiness,
@@ -36,8 +29,9 @@ use crate::{
         lumenore::{ClientSettings, LumenoreBackend},
     },
     config::{BackendKind, Config, Credentials},
+    http::{self as web, HttpSettings, body::BodyLimits, drain::Drain, host::AllowedHosts},
     metrics::Metrics,
-    server::{AppState, ConnectorServer, CorrelationId},
+    server::{AppState, ConnectorServer},
     tools::{self, envelope::ResultLimits},
 };
 
@@ -46,17 +40,17 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Readiness as last checked, plus the draining flag set at shutdown.
+/// Readiness as last checked, plus the drain begun at shutdown.
 pub struct Health {
     state: RwLock<Readiness>,
-    draining: AtomicBool,
+    drain: Arc<Drain>,
 }
 
 impl Health {
-    fn new() -> Self {
+    fn new(drain: Arc<Drain>) -> Self {
         Self {
             state: RwLock::new(Readiness::NotReady("not checked yet".into())),
-            draining: AtomicBool::new(false),
+            drain,
         }
     }
 }
@@ -66,6 +60,9 @@ pub struct App {
     pub router: Router,
     pub state: Arc<AppState>,
     pub health: Arc<Health>,
+    /// Requests in flight on /mcp, and the draining flag.
+    pub drain: Arc<Drain>,
+    pub http: HttpSettings,
     /// Cancels the MCP service and the readiness loop.
     pub shutdown: CancellationToken,
 }
@@ -151,25 +148,36 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
         Arc::new(NeverSessionManager::default()),
         mcp_config,
     );
-    let health = Arc::new(Health::new());
+    let drain = Arc::new(Drain::default());
+    let health = Arc::new(Health::new(drain.clone()));
     let backend_name = state.backend.name();
+    let http = config.http_settings();
+    let body_limits = BodyLimits::new(
+        http.max_request_bytes,
+        http.body_read_timeout,
+        http.max_concurrent_body_reads,
+        state.metrics.clone(),
+    );
 
-    // Outermost first: correlation id, draining gate, JSON-RPC body check (leaves an RpcPeek), then the
-    // caller gate (authentication, tool permission, rate limits), then the MCP service.
+    // Outermost first: correlation id, drain (counts the request from here, 503 once draining), caller
+    // authentication on the headers only, the body guard (bounded read, one strict parse), the caller's
+    // permission for the tool and the rate limits, then the MCP service.
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(gate.clone(), auth::http::gate))
         .layer(middleware::from_fn_with_state(
-            config.max_request_bytes,
-            check_json_rpc_body,
+            gate.clone(),
+            auth::http::authorize,
         ))
+        .layer(middleware::from_fn_with_state(body_limits, web::body::guard))
         .layer(middleware::from_fn_with_state(
-            health.clone(),
-            refuse_while_draining,
+            gate.clone(),
+            auth::http::authenticate,
         ))
-        .layer(middleware::from_fn(correlation));
+        .layer(middleware::from_fn_with_state(drain.clone(), web::drain::track));
 
-    let router = Router::new()
+    // The operational routes answer only Hosts that are allowed or IP literals (DNS-rebinding protection;
+    // /mcp is checked by the MCP SDK).
+    let ops_routes = Router::new()
         .route(
             "/",
             get(move || async move {
@@ -187,6 +195,12 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz).with_state(health.clone()))
         .route("/metrics", get(metrics_text).with_state(state.clone()))
+        .layer(middleware::from_fn_with_state(
+            AllowedHosts::new(&config.allowed_hosts),
+            web::host::check,
+        ));
+
+    let router = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
             get(auth::http::protected_resource_metadata).with_state(gate.clone()),
@@ -195,18 +209,22 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
             "/.well-known/oauth-protected-resource/{*resource}",
             get(auth::http::protected_resource_metadata).with_state(gate.clone()),
         )
-        .merge(mcp_routes);
+        .merge(ops_routes)
+        .merge(mcp_routes)
+        .layer(middleware::from_fn(web::correlation::correlation));
 
     Ok(App {
         router,
         state,
         health,
+        drain,
+        http,
         shutdown,
     })
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    if health.draining.load(Ordering::Relaxed) {
+    if health.drain.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "not ready", "reason": "shutting down"})),
@@ -232,92 +250,6 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
-}
-
-/// New MCP requests are refused once shutdown began; calls already running finish.
-async fn refuse_while_draining(State(health): State<Arc<Health>>, request: Request, next: Next) -> Response {
-    if health.draining.load(Ordering::Relaxed) {
-        let mut response = (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    }
-    next.run(request).await
-}
-
-/// A JSON-RPC error response with the given HTTP status.
-fn json_rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-/// Answers bodies that are too large or not JSON-RPC with a JSON-RPC error, before the MCP SDK sees them:
-/// 413 for an oversized body, -32700 for a body that is not JSON, -32600 for JSON that is not a JSON-RPC
-/// message. The error text never quotes the body.
-async fn check_json_rpc_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    if request.method() != axum::http::Method::POST {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return json_rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            -32600,
-            &format!("request body is larger than {limit} bytes"),
-        );
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(_) => {
-            return json_rpc_error(
-                StatusCode::BAD_REQUEST,
-                -32700,
-                "Parse error: the body is not valid JSON",
-            );
-        }
-    };
-    let looks_like_message = value.get("jsonrpc").and_then(|v| v.as_str()) == Some("2.0")
-        && (value.get("method").is_some_and(|m| m.is_string())
-            || value.get("result").is_some()
-            || value.get("error").is_some());
-    if !looks_like_message {
-        return json_rpc_error(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            "Invalid Request: expected a JSON-RPC 2.0 request, notification or response object",
-        );
-    }
-    let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
-    request.extensions_mut().insert(RpcPeek::of(&value));
-    next.run(request).await
-}
-
-/// Takes the caller's `X-Request-Id` when it is a short token of safe characters, else makes one, and
-/// returns it on the response.
-async fn correlation(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| {
-            !value.is_empty()
-                && value.len() <= 64
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request.extensions_mut().insert(CorrelationId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }
 
 /// Re-checks readiness until shutdown: every `interval` while ready, twice as often while not.
@@ -352,49 +284,43 @@ pub fn spawn_readiness_loop(app: &App, interval: Duration) -> tokio::task::JoinH
     })
 }
 
-/// Serves until `stop` resolves, then drains: readiness turns false, new MCP requests get 503, and calls
-/// in flight get up to `grace` to finish.
+/// Serves until `stop` resolves, then drains: readiness turns false, new MCP requests get 503, the listener
+/// closes, and requests in flight (counted from their acceptance, uploads included) get up to `grace` to
+/// finish; then the MCP service is cancelled and the connections left are dropped.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     grace: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let health = app.health.clone();
-    let shutdown = app.shutdown.clone();
-    let state = app.state.clone();
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        stop.await;
-        health.draining.store(true, Ordering::Relaxed);
-        tracing::info!(
-            grace_seconds = grace.as_secs(),
-            "shutting down: draining in-flight calls"
-        );
-        let _ = stopped_tx.send(());
-    };
-    let server = axum::serve(
+    let stop_accepting = CancellationToken::new();
+    let accepting = tokio::spawn(web::listener::accept_until(
         listener,
-        app.router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
-    let _ = stopped_rx.await;
-    // Wait for in-flight calls, bounded by the grace period.
-    let drained = tokio::time::timeout(grace, async {
-        while state.metrics.in_flight.get() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_ok();
+        app.router,
+        app.http.connections(),
+        app.state.metrics.clone(),
+        stop_accepting.clone(),
+    ));
+    stop.await;
+    app.drain.begin();
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        in_flight = app.drain.in_flight(),
+        "shutting down: draining in-flight requests"
+    );
+    stop_accepting.cancel();
+    let (listener, connections) = accepting.await.map_err(std::io::Error::other)?;
+    drop(listener);
+    // Idle connections close at once; the others after the request they serve.
+    let (drained, closed) = tokio::join!(app.drain.wait_idle(grace), connections.close(grace));
     if !drained {
-        tracing::warn!("grace period over with calls still in flight; stopping them");
+        tracing::warn!(
+            in_flight = app.drain.in_flight(),
+            "grace period over with requests still in flight; stopping them"
+        );
+    } else if !closed {
+        tracing::info!("connections still open after the grace period were closed");
     }
-    shutdown.cancel();
-    // Connections still open after the grace period are dropped with the process.
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(Ok(result)) => result,
-        _ => Ok(()),
-    }
+    app.shutdown.cancel();
+    Ok(())
 }

@@ -8,7 +8,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::auth::{http::AuthSettings, limits::LimitSettings, oauth::OAuthSettings};
+use crate::{
+    auth::{http::AuthSettings, limits::LimitSettings, oauth::OAuthSettings},
+    http::HttpSettings,
+};
+
+/// Log settings live with the logging; re-exported where the flags are.
+pub use crate::telemetry::LogFormat;
 
 /// Environment variables that carry secrets. They have no flag on purpose.
 pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";
@@ -124,10 +130,35 @@ pub struct Config {
     #[arg(long, env = "LUMENORE_MAX_RESULT_BYTES", default_value_t = 1024 * 1024)]
     pub max_result_bytes: usize,
 
-    /// Largest accepted MCP request body in bytes; larger bodies get HTTP 413.
+    // --- HTTP server: request bodies, timeouts, connection limits (see `crate::http`) ---
+    /// Largest accepted MCP request body in bytes; larger bodies get HTTP 413 (a larger declared
+    /// Content-Length at once, before any of the body is read).
     #[arg(long, env = "LUMENORE_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
 
+    /// Time a client has to send a request head: from the connection's opening for its first request, and
+    /// from the first byte of each later one. Slow or silent clients are disconnected.
+    #[arg(long, env = "LUMENORE_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Time a client has to send an MCP request body once its head was read; a slower one gets HTTP 408.
+    #[arg(long, env = "LUMENORE_BODY_READ_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub body_read_timeout: Duration,
+
+    /// Time a kept-alive connection may wait for its next request before it is closed. Keep it above the
+    /// idle timeout of a load balancer in front (60 s on most).
+    #[arg(long, env = "LUMENORE_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "75s")]
+    pub idle_timeout: Duration,
+
+    /// HTTP connections open at once; one more is answered 503 and closed.
+    #[arg(long, env = "LUMENORE_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
+    /// MCP request bodies being received at once (after authentication); one more is answered 503 with
+    /// Retry-After. With the body limit this bounds the memory bodies can hold.
+    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BODY_READS", default_value_t = 64)]
+    pub max_concurrent_body_reads: usize,
+    // --- end of the HTTP server block ---
     /// Largest backend response body read, in bytes; larger responses are a tool error.
     #[arg(long, env = "LUMENORE_MAX_BACKEND_RESPONSE_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_backend_response_bytes: usize,
@@ -237,12 +268,6 @@ pub enum ReadinessCheck {
     Full,
     /// Only that a token is held or can be had by logging in.
     Login,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// How the connector authenticates to the Lumenore backend.
@@ -399,10 +424,45 @@ impl Config {
         if !matches!(self.server_url.scheme(), "https" | "http") {
             return Err("--server-url (SERVER_URL) must be an http or https URL".into());
         }
+        for (option, value) in [
+            (
+                "--header-read-timeout (LUMENORE_HEADER_READ_TIMEOUT)",
+                self.header_read_timeout,
+            ),
+            (
+                "--body-read-timeout (LUMENORE_BODY_READ_TIMEOUT)",
+                self.body_read_timeout,
+            ),
+            ("--idle-timeout (LUMENORE_IDLE_TIMEOUT)", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{option} must be positive"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections (LUMENORE_MAX_CONNECTIONS) must be at least 1".into());
+        }
+        if self.max_concurrent_body_reads == 0 {
+            return Err(
+                "--max-concurrent-body-reads (LUMENORE_MAX_CONCURRENT_BODY_READS) must be at least 1".into(),
+            );
+        }
         if self.allowed_hosts.iter().any(|host| host.trim().is_empty()) {
             return Err("--allowed-hosts (LUMENORE_ALLOWED_HOSTS) must not contain empty entries".into());
         }
         self.auth_settings().map(|_| ())
+    }
+
+    /// The HTTP server's limits and timeouts.
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_concurrent_body_reads: self.max_concurrent_body_reads,
+            max_request_bytes: self.max_request_bytes,
+        }
     }
 
     /// The rate limits and concurrency cap.
@@ -546,6 +606,12 @@ mod tests {
         assert_eq!(config.server_url.as_str(), "https://preview.lumenore.com/");
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.request_timeout, Duration::from_secs(60));
+        let http = config.http_settings();
+        assert_eq!(http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(http.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(http.idle_timeout, Duration::from_secs(75));
+        assert_eq!(http.max_connections, 2048);
+        assert_eq!(http.max_concurrent_body_reads, 64);
     }
 
     #[test]
@@ -553,6 +619,10 @@ mod tests {
         let mut config = Config::defaults();
         config.max_result_rows = 0;
         assert!(config.validate().unwrap_err().contains("--max-result-rows"));
+        let error = parse(&["--idle-timeout", "0s"]).validate().unwrap_err();
+        assert!(error.contains("--idle-timeout"), "{error}");
+        let error = parse(&["--max-connections", "0"]).validate().unwrap_err();
+        assert!(error.contains("--max-connections"), "{error}");
     }
 
     fn parse(args: &[&str]) -> Config {

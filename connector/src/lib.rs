@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

@@ -18,6 +18,17 @@ pub enum Outcome {
     cancelled,
 }
 
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::success => "success",
+            Outcome::validation_error => "validation_error",
+            Outcome::error => "error",
+            Outcome::cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
     pub tool: &'static str,
@@ -68,6 +79,9 @@ pub struct Metrics {
     pub rate_limited: Family<LimitLabels, Counter>,
     pub api_key_reloads: Family<OutcomeLabels, Counter>,
     pub jwks_fetches: Family<OutcomeLabels, Counter>,
+    pub connections_open: Gauge,
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub requests_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -139,6 +153,24 @@ impl Metrics {
             "Fetches of the token issuer's JWKS, by outcome (success, error, throttled)",
             jwks_fetches.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections closed or refused by the server, by reason (silent, header, idle: a timeout ran out; over_cap: refused with 503 at the connection cap)",
+            connections_closed.clone(),
+        );
+        let requests_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_requests_refused",
+            "MCP requests refused by the body guard, by reason (content_type, too_large, busy, body_timeout, body_error, invalid_json_rpc)",
+            requests_refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             tool_calls,
@@ -151,6 +183,9 @@ impl Metrics {
             rate_limited,
             api_key_reloads,
             jwks_fetches,
+            connections_open,
+            connections_closed,
+            requests_refused,
         }
     }
 

@@ -19,8 +19,8 @@ use crate::{
     auth::Caller,
     backend::{Backend, BackendCall, BackendError},
     metrics::{Metrics, Outcome, ToolLabels, ToolOnly},
-    telemetry::AUDIT_TARGET,
-    tools::{self, ToolName, envelope, envelope::ResultLimits},
+    telemetry::{self, AuditEvent, CorrelationId},
+    tools::{self, ToolCall, ToolName, envelope, envelope::ResultLimits},
 };
 
 /// Everything a request needs, shared by all requests.
@@ -30,10 +30,6 @@ pub struct AppState {
     pub metrics: Metrics,
     pub tools: Vec<Tool>,
 }
-
-/// A correlation id for one HTTP request, set by the HTTP layer and carried into audit events.
-#[derive(Clone, Debug)]
-pub struct CorrelationId(pub String);
 
 /// The rmcp handler. One is made per request; it only holds the shared state.
 #[derive(Clone)]
@@ -51,34 +47,12 @@ impl ConnectorServer {
         Self { state }
     }
 
+    /// Answers one validated call through the backend.
     async fn answer(
         &self,
-        request: &CallToolRequestParams,
+        call: ToolCall,
         context: &RequestContext<RoleServer>,
-    ) -> (CallToolResult, Outcome, &'static str) {
-        // The caller checked the name already; see call_tool.
-        let Some(tool) = ToolName::parse(&request.name) else {
-            return (envelope::error("unknown tool"), Outcome::error, "unknown");
-        };
-        let tool_name = tool.as_str();
-        let args = match tools::validate_arguments(tool, request.arguments.as_ref()) {
-            Ok(args) => args,
-            Err(error) => {
-                return (
-                    envelope::validation_error(error.to_string()),
-                    Outcome::validation_error,
-                    tool_name,
-                );
-            }
-        };
-        let Some(call) = BackendCall::from_tool(tool, args) else {
-            return (
-                envelope::error("arguments do not fit the tool"),
-                Outcome::error,
-                tool_name,
-            );
-        };
-
+    ) -> (CallToolResult, Outcome) {
         let (progress, forwarder) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sender, mut receiver) = mpsc::unbounded_channel::<u64>();
@@ -98,7 +72,7 @@ impl ConnectorServer {
         };
 
         let outcome = tokio::select! {
-            result = self.state.backend.call(call, progress) => result,
+            result = self.state.backend.call(backend_call(call), progress) => result,
             // The MCP client disconnected or sent notifications/cancelled: dropping the backend future
             // aborts its HTTP request.
             () = context.ct.cancelled() => Err(BackendError::Cancelled),
@@ -108,23 +82,41 @@ impl ConnectorServer {
             let _ = tokio::time::timeout(Duration::from_secs(1), forwarder).await;
         }
         match outcome {
-            Ok(data) => (
-                envelope::success(data, self.state.limits),
-                Outcome::success,
-                tool_name,
-            ),
+            Ok(data) => (envelope::success(data, self.state.limits), Outcome::success),
             Err(BackendError::Cancelled) => (
                 envelope::error(BackendError::Cancelled.to_string()),
                 Outcome::cancelled,
-                tool_name,
             ),
             Err(error) if error.is_caller_error() => (
                 envelope::validation_error(error.to_string()),
                 Outcome::validation_error,
-                tool_name,
             ),
-            Err(error) => (envelope::error(error.to_string()), Outcome::error, tool_name),
+            Err(error) => (envelope::error(error.to_string()), Outcome::error),
         }
+    }
+}
+
+/// The backend's request for a validated call (the same shape, one for one).
+fn backend_call(call: ToolCall) -> BackendCall {
+    match call {
+        ToolCall::DatasetMetadata => BackendCall::DatasetMetadata,
+        ToolCall::MetadataInfo { schema_id } => BackendCall::MetadataInfo { schema_id },
+        ToolCall::NlqToData {
+            user_query,
+            schema_id,
+        } => BackendCall::NlqToData {
+            user_query,
+            schema_id,
+        },
+        ToolCall::Analysis {
+            kind,
+            user_query,
+            schema_id,
+        } => BackendCall::Analysis {
+            kind,
+            user_query,
+            schema_id,
+        },
     }
 }
 
@@ -194,29 +186,31 @@ impl ServerHandler for ConnectorServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if ToolName::parse(&request.name).is_none() {
+        let Some(tool) = ToolName::parse(&request.name) else {
             // A protocol error, as the MCP specification asks for unknown tools. The name is the caller's
             // own text, returned to the caller only.
             let shown: String = request.name.chars().take(64).collect();
             return Err(ErrorData::invalid_params(format!("unknown tool: {shown}"), None));
-        }
+        };
         // The HTTP gate already answered 403 for a tool the caller may not use; this holds even if a
         // request reached the handler another way.
-        let caller = caller(&context);
-        let allowed = matches!((&caller, ToolName::parse(&request.name)), (Some(caller), Some(tool)) if caller.may_call(tool));
-        if !allowed {
+        let Some(caller) = caller(&context).filter(|caller| caller.may_call(tool)) else {
             return Err(ErrorData::invalid_request(
                 "this caller may not call this tool",
                 None,
             ));
-        }
-        let caller_id = caller.map(|caller| caller.id);
+        };
         let started = Instant::now();
         self.state.metrics.in_flight.inc();
-        let (result, outcome, tool) = self.answer(&request, &context).await;
+        let (result, outcome) = match tools::validate_call(tool, request.arguments.as_ref()) {
+            Ok(call) => self.answer(call, &context).await,
+            Err(error) => (
+                envelope::validation_error(error.to_string()),
+                Outcome::validation_error,
+            ),
+        };
         self.state.metrics.in_flight.dec();
-        let elapsed = started.elapsed();
-        self.record(tool, outcome, elapsed, &result, caller_id.as_deref(), &context);
+        self.record(tool, outcome, started.elapsed(), &result, &caller, &context);
         Ok(result.into())
     }
 }
@@ -224,39 +218,34 @@ impl ServerHandler for ConnectorServer {
 impl ConnectorServer {
     fn record(
         &self,
-        tool: &'static str,
+        tool: ToolName,
         outcome: Outcome,
         elapsed: Duration,
         result: &CallToolResult,
-        caller: Option<&str>,
+        caller: &Caller,
         context: &RequestContext<RoleServer>,
     ) {
         let metrics = &self.state.metrics;
+        let tool = tool.as_str();
+        let outcome_label = outcome.as_str();
         metrics
             .tool_calls
-            .get_or_create(&ToolLabels {
-                tool,
-                outcome: outcome.clone(),
-            })
+            .get_or_create(&ToolLabels { tool, outcome })
             .inc();
         metrics
             .tool_latency
             .get_or_create(&ToolOnly { tool })
             .observe(elapsed.as_secs_f64());
-        // Metadata only: never the arguments or the result. The caller is a key id or a token subject,
-        // never the credential. Same fields as the gate's "request refused" events.
-        tracing::info!(
-            target: AUDIT_TARGET,
-            correlation_id = %correlation_id(context),
-            caller = caller.unwrap_or("-"),
-            method = "tools/call",
+        telemetry::audit(&AuditEvent {
+            correlation_id: &correlation_id(context),
+            caller: &caller.id,
+            method: "tools/call",
             tool,
-            outcome = ?outcome,
-            reason = "-",
-            status = 200u16,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            response_bytes = response_size(result),
-            "tool call"
-        );
+            outcome: outcome_label,
+            reason: "-",
+            status: 200,
+            latency: elapsed,
+            response_bytes: response_size(result),
+        });
     }
 }

@@ -10,15 +10,66 @@ use tracing_subscriber::{
     EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
 };
 
-use crate::config::LogFormat;
+/// Log format on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Target of the audit events: one line per tool call, metadata only.
 pub const AUDIT_TARGET: &str = "lumenore_connector::audit";
 
+/// One audit event: who called which tool, how it ended, how long it took. Metadata only: never the
+/// arguments or the result; the caller is a key id or a token subject, never the credential.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditEvent<'a> {
+    pub correlation_id: &'a str,
+    pub caller: &'a str,
+    /// The JSON-RPC method, from a fixed list ("-" when the body was not read).
+    pub method: &'static str,
+    /// The tool, from the fixed list of tool names ("-" when unknown).
+    pub tool: &'static str,
+    pub outcome: &'static str,
+    /// Why a request was refused ("-" for a served call).
+    pub reason: &'static str,
+    pub status: u16,
+    pub latency: std::time::Duration,
+    pub response_bytes: usize,
+}
+
+/// Writes an audit event: the one place audit lines are made, for served and refused calls alike.
+pub fn audit(event: &AuditEvent<'_>) {
+    let message = if event.status == 200 {
+        "tool call"
+    } else {
+        "request refused"
+    };
+    tracing::info!(
+        target: AUDIT_TARGET,
+        correlation_id = event.correlation_id,
+        caller = event.caller,
+        method = event.method,
+        tool = event.tool,
+        outcome = event.outcome,
+        reason = event.reason,
+        status = event.status,
+        latency_ms = event.latency.as_secs_f64() * 1000.0,
+        response_bytes = event.response_bytes,
+        "{message}"
+    );
+}
+
+/// A correlation id for one HTTP request, set by the HTTP layer and carried into audit events.
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub String);
+
 /// Highest level each third-party target may log at, whatever `RUST_LOG` says.
 pub const PRIVACY_CAPS: &[(&str, LevelFilter)] = &[
-    // rmcp logs requests, results and peer error messages (which may quote arguments) at INFO and WARN.
-    ("rmcp", LevelFilter::ERROR),
+    // rmcp logs requests, results and peer error messages (which may quote arguments) at INFO and WARN,
+    // and a client that hangs up at ERROR (a caller must not be able to trip error alerts). Off: the
+    // connector logs what matters itself (server errors, client disconnects at DEBUG), metadata only.
+    ("rmcp", LevelFilter::OFF),
     // HTTP client and server internals: headers (Authorization, Cookie) and bodies at DEBUG/TRACE.
     ("hyper", LevelFilter::INFO),
     ("hyper_util", LevelFilter::INFO),
@@ -95,7 +146,7 @@ mod tests {
     fn caps_hold_against_any_rust_log() {
         let caps = privacy_caps();
         assert!(!caps.would_enable("rmcp::service", &Level::WARN));
-        assert!(caps.would_enable("rmcp::service", &Level::ERROR));
+        assert!(!caps.would_enable("rmcp::service", &Level::ERROR));
         assert!(!caps.would_enable("h2::codec", &Level::DEBUG));
         assert!(!caps.would_enable("hyper_util::client", &Level::TRACE));
         assert!(caps.would_enable("lumenore_connector::server", &Level::TRACE));

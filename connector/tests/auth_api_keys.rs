@@ -8,6 +8,7 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use auth_support::*;
+use futures::StreamExt;
 use serde_json::Value;
 use support::start;
 
@@ -298,4 +299,31 @@ fn hash_key_makes_a_key_whose_entry_authenticates_it() {
     let output = child.wait_with_output().unwrap();
     let line = String::from_utf8(output.stdout).unwrap();
     assert!(entry.contains(line.trim()), "{line} not in {entry}");
+}
+
+#[tokio::test]
+async fn an_unauthenticated_upload_is_refused_from_the_headers_without_waiting_for_its_body() {
+    let backend = backend(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    write_keys(&keys, &entries());
+    let server = start(api_keys_config(&backend.uri(), &keys), static_token(), false).await;
+    // A body that sends 1 KiB of a declared 1 MiB and then never more: only a server that answers from
+    // the headers can answer at all.
+    let stalled = futures::stream::once(async { Ok::<_, std::io::Error>(vec![b' '; 1024]) })
+        .chain(futures::stream::pending());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let response = client
+        .post(&server.mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("content-length", "1048576")
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await
+        .expect("an answer before the body ends");
+    assert_eq!(response.status(), 401);
 }

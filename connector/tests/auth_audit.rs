@@ -137,7 +137,8 @@ async fn every_tool_call_has_one_audit_line_with_the_caller_and_no_user_data() {
         status(rpc(mcp, None, &query_call("get_outlier_data", json!(SCHEMA_ID))).await),
         401
     );
-    expected.push(("-", "get_outlier_data", "unauthenticated"));
+    // Refused from the headers, before the body (and so the tool) was read.
+    expected.push(("-", "-", "unauthenticated"));
     assert_eq!(
         status(
             rpc(
@@ -149,7 +150,8 @@ async fn every_tool_call_has_one_audit_line_with_the_caller_and_no_user_data() {
         ),
         401
     );
-    expected.push(("-", "get_pareto_data", "unauthenticated"));
+    // Refused from the headers, before the body (and so the tool) was read.
+    expected.push(("-", "-", "unauthenticated"));
     // Not a tool call: no audit line for a served tools/list.
     assert_eq!(status(rpc(mcp, Some(FULL_KEY), &list_body()).await), 200);
     server.stop().await.unwrap();
@@ -185,7 +187,8 @@ async fn every_tool_call_has_one_audit_line_with_the_caller_and_no_user_data() {
         ),
         401
     );
-    expected.push(("-", "get_prediction_data", "unauthenticated"));
+    // Refused from the headers, before the body (and so the tool) was read.
+    expected.push(("-", "-", "unauthenticated"));
     server.stop().await.unwrap();
 
     // Mode none off loopback with the explicit flag: a warning at start.
@@ -234,7 +237,12 @@ async fn every_tool_call_has_one_audit_line_with_the_caller_and_no_user_data() {
         ] {
             assert!(line.get(field).is_some(), "audit line without {field}: {line}");
         }
-        assert_eq!(line["method"], "tools/call");
+        let expected_method = if line["outcome"] == "unauthenticated" {
+            "-"
+        } else {
+            "tools/call"
+        };
+        assert_eq!(line["method"], expected_method, "{line}");
     }
     assert!(
         audit[0]["response_bytes"].as_u64().unwrap() > 0,

@@ -238,3 +238,67 @@ async fn local_origins_are_accepted_by_default_and_an_empty_list_refuses_all() {
         .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn invalid_ids_and_duplicate_keys_are_invalid_requests_not_415() {
+    let (server, _backend) = server_with(|_| {}).await;
+    for body in [
+        r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":2.5,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":"not an object"}"#,
+    ] {
+        let response = raw(&http(), &server.mcp).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], -32600, "{body}: {answer}");
+        assert_eq!(answer["id"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_and_other_media_types_415() {
+    let (server, _backend) = server_with(|config| config.max_request_bytes = 2048).await;
+    // Declared too long, with a body that never comes: refused from the headers.
+    let stalled = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let response = raw(&http(), &server.mcp)
+        .header("content-length", "99999999999")
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let response = http()
+        .post(&server.mcp)
+        .header("content-type", "text/plain")
+        .header("accept", "application/json, text/event-stream")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+}
+
+#[tokio::test]
+async fn operational_routes_check_the_host_but_accept_ip_literals() {
+    let (server, _backend) = server_with(|_| {}).await;
+    for path in ["/metrics", "/readyz", "/healthz", "/"] {
+        let url = format!("{}{path}", server.base);
+        let foreign = http()
+            .get(&url)
+            .header("host", "rebind.attacker.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403, "{path}");
+        let pod_ip = http()
+            .get(&url)
+            .header("host", "10.0.0.7:8080")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(pod_ip.status(), 403, "{path}");
+    }
+}

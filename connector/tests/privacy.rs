@@ -25,7 +25,7 @@ use wiremock::{
 const CLIENT_ID: &str = "canary-client-id-5e1f";
 const SECRET: &str = "canary-secret-93ab";
 const TOKEN: &str = "canary-token-77c2";
-const QUERY: &str = "canary question about revenue 4d2e";
+const QUERY: &str = "canary question about revenue qz7x";
 const SCHEMA_ID: i64 = 918_273_645;
 const RESULT: &str = "canary-result-0b9d";
 
@@ -61,7 +61,8 @@ fn canaries() -> Vec<String> {
         SECRET.into(),
         TOKEN.into(),
         QUERY.into(),
-        "4d2e".into(),
+        // Not hex: a fragment that no random correlation id can contain.
+        "qz7x".into(),
         SCHEMA_ID.to_string(),
         RESULT.into(),
     ]

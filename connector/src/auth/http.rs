@@ -1,6 +1,8 @@
-//! The HTTP gate in front of `/mcp`: authenticates the caller, checks that it may call the requested tool,
-//! applies the rate limits and the backend concurrency cap, and writes an audit event for every request it
-//! refuses. It runs after the JSON-RPC body check, which leaves an [`RpcPeek`] in the request extensions.
+//! The HTTP gate in front of `/mcp`, in two steps around the body guard (`crate::http::body`):
+//! [`authenticate`] reads the headers only, before any byte of the body is read, so an unauthenticated
+//! client cannot make the server hold its body; [`authorize`] runs on the parsed message and checks that
+//! the caller may call the requested tool, applies the rate limits and the backend concurrency cap. Both
+//! write an audit event for every request they refuse.
 //!
 //! Answers:
 //! - 401 with `WWW-Authenticate: Bearer …` (naming the protected-resource metadata in OAuth mode, with
@@ -20,13 +22,11 @@ use std::{
 
 use axum::{
     Json,
-    body::Body,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -39,13 +39,13 @@ use super::{
     scopes,
 };
 use crate::{
+    http::body::RpcMessage,
     metrics::{LimitLabels, Metrics, ReasonLabels},
-    server::CorrelationId,
-    telemetry::AUDIT_TARGET,
+    telemetry::{self, AuditEvent, CorrelationId},
     tools::ToolName,
 };
 
-/// What the body check saw in a JSON-RPC request: the method (from a fixed list) and, for `tools/call`, the
+/// What the gate knows of a JSON-RPC request: the method (from a fixed list) and, for `tools/call`, the
 /// tool when it is one of ours. Never the arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RpcPeek {
@@ -68,14 +68,18 @@ const KNOWN_METHODS: [&str; 12] = [
     "notifications/progress",
 ];
 
+fn known_method(name: &str) -> &'static str {
+    KNOWN_METHODS
+        .into_iter()
+        .find(|known| *known == name)
+        .unwrap_or("other")
+}
+
 impl RpcPeek {
     /// Reads the method and tool name of a parsed JSON-RPC message.
-    pub fn of(message: &serde_json::Value) -> RpcPeek {
+    pub fn of(message: &serde_json::Map<String, serde_json::Value>) -> RpcPeek {
         let method = match message.get("method").and_then(|m| m.as_str()) {
-            Some(name) => KNOWN_METHODS
-                .into_iter()
-                .find(|known| *known == name)
-                .unwrap_or("other"),
+            Some(name) => known_method(name),
             None => "response",
         };
         let tool = if method == "tools/call" {
@@ -88,6 +92,16 @@ impl RpcPeek {
             None
         };
         RpcPeek { method, tool }
+    }
+
+    /// What the `Mcp-Method` and `Mcp-Name` headers (sent by clients of the 2026 protocol revision) say,
+    /// for audit events of requests refused before their body was read. Mapped to fixed lists.
+    pub fn of_headers(headers: &HeaderMap) -> Option<RpcPeek> {
+        let method = known_method(headers.get("mcp-method")?.to_str().ok()?);
+        let tool = (method == "tools/call")
+            .then(|| headers.get("mcp-name")?.to_str().ok().and_then(ToolName::parse))
+            .flatten();
+        Some(RpcPeek { method, tool })
     }
 
     pub fn is_tool_call(&self) -> bool {
@@ -285,16 +299,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    crate::http::jsonrpc::error_response(status, code, message)
 }
 
 /// One audit event for a request refused at the door. Metadata only.
 fn audit_refusal(
     request: &Request,
+    peek: Option<RpcPeek>,
     caller: Option<&Caller>,
     outcome: &'static str,
     reason: &'static str,
@@ -305,27 +316,22 @@ fn audit_refusal(
         .extensions()
         .get::<CorrelationId>()
         .map_or("-", |id| id.0.as_str());
-    let peek = request.extensions().get::<RpcPeek>().copied();
-    let method = peek.map_or("-", |p| p.method);
-    let tool = peek.and_then(|p| p.tool).map_or("-", ToolName::as_str);
-    let caller = caller.map_or("-", |c| &*c.id);
-    tracing::info!(
-        target: AUDIT_TARGET,
+    telemetry::audit(&AuditEvent {
         correlation_id,
-        caller,
-        method,
-        tool,
+        caller: caller.map_or("-", |c| &*c.id),
+        method: peek.map_or("-", |p| p.method),
+        tool: peek.and_then(|p| p.tool).map_or("-", ToolName::as_str),
         outcome,
         reason,
-        status = status.as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        response_bytes = 0u64,
-        "request refused"
-    );
+        status: status.as_u16(),
+        latency: started.elapsed(),
+        response_bytes: 0,
+    });
 }
 
-/// The gate middleware for `/mcp`.
-pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+/// First step, on the headers only: authenticates the caller (401, or 503 when the token issuer cannot be
+/// reached), removes its credential from the request and leaves the [`Caller`] in the extensions.
+pub async fn authenticate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let caller = match gate.authenticate(request.headers()).await {
         Ok(caller) => caller,
@@ -339,6 +345,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             let response = gate.unauthenticated(failure);
             audit_refusal(
                 &request,
+                RpcPeek::of_headers(request.headers()),
                 None,
                 "unauthenticated",
                 failure.reason(),
@@ -351,8 +358,22 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     // The caller's credential goes no further: neither the MCP SDK nor the tools see it.
     request.headers_mut().remove(header::AUTHORIZATION);
     request.headers_mut().remove("x-api-key");
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
 
-    let peek = request.extensions().get::<RpcPeek>().copied();
+/// Second step, on the parsed message: a `tools/call` of a tool the caller may not use gets 403, one over
+/// a rate limit or the concurrency cap 429.
+pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        // The router always runs `authenticate` first; without it nobody is let through.
+        return gate.unauthenticated(AuthFailure::MissingCredential);
+    };
+    let peek = request
+        .extensions()
+        .get::<RpcMessage>()
+        .map(|message| RpcPeek::of(&message.0));
     let mut permit = None;
     if let Some(RpcPeek { tool: Some(tool), .. }) = peek.filter(RpcPeek::is_tool_call) {
         if !caller.may_call(tool) {
@@ -365,6 +386,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             let response = gate.forbidden(tool);
             audit_refusal(
                 &request,
+                peek,
                 Some(&caller),
                 "forbidden",
                 "insufficient_scope",
@@ -383,6 +405,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
                 let response = too_many(hit);
                 audit_refusal(
                     &request,
+                    peek,
                     Some(&caller),
                     "rate_limited",
                     hit.label(),
@@ -393,19 +416,11 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             }
         }
     }
-    request.extensions_mut().insert(caller);
     let response = next.run(request).await;
     match permit {
         // A JSON answer is complete: the call is over. A streamed (SSE) answer still runs the call, so the
         // permit goes with the body and is released when the stream ends or the client goes away.
-        Some(permit) if is_event_stream(&response) => {
-            let (parts, body) = response.into_parts();
-            let stream = body.into_data_stream().map(move |chunk| {
-                let _held = &permit;
-                chunk
-            });
-            Response::from_parts(parts, Body::from_stream(stream))
-        }
+        Some(permit) if is_event_stream(&response) => crate::http::tracked::hold_until_sent(response, permit),
         _ => response,
     }
 }
@@ -474,7 +489,7 @@ mod tests {
         let call =
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "nlq_to_data"}});
         assert_eq!(
-            RpcPeek::of(&call),
+            RpcPeek::of(call.as_object().unwrap()),
             RpcPeek {
                 method: "tools/call",
                 tool: Some(ToolName::NlqToData)
@@ -482,8 +497,19 @@ mod tests {
         );
         let unknown =
             json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "secret question"}});
-        assert_eq!(RpcPeek::of(&unknown).tool, None);
+        assert_eq!(RpcPeek::of(unknown.as_object().unwrap()).tool, None);
         let odd = json!({"jsonrpc": "2.0", "id": 1, "method": "what is revenue"});
-        assert_eq!(RpcPeek::of(&odd).method, "other");
+        assert_eq!(RpcPeek::of(odd.as_object().unwrap()).method, "other");
+        let mut headers = HeaderMap::new();
+        assert_eq!(RpcPeek::of_headers(&headers), None);
+        headers.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        headers.insert("mcp-name", HeaderValue::from_static("get_trend_data"));
+        assert_eq!(
+            RpcPeek::of_headers(&headers),
+            Some(RpcPeek {
+                method: "tools/call",
+                tool: Some(ToolName::Analysis(crate::tools::AnalysisKind::Trend))
+            })
+        );
     }
 }

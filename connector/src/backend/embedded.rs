@@ -3,11 +3,10 @@
 
 use std::{path::Path, sync::Arc};
 
-use lumenore_embedded::{AnalysisKind as EngineKind, Engine, EngineError};
+use lumenore_embedded::{Engine, EngineError};
 use serde_json::Value;
 
 use super::{BackendCall, BackendError};
-use crate::tools::AnalysisKind;
 
 pub struct EmbeddedBackend {
     engine: Arc<Engine>,
@@ -38,17 +37,6 @@ impl EmbeddedBackend {
     }
 }
 
-fn engine_kind(kind: AnalysisKind) -> EngineKind {
-    match kind {
-        AnalysisKind::Trend => EngineKind::Trend,
-        AnalysisKind::Prediction => EngineKind::Prediction,
-        AnalysisKind::Outlier => EngineKind::Outlier,
-        AnalysisKind::Correlation => EngineKind::Correlation,
-        AnalysisKind::Change => EngineKind::Change,
-        AnalysisKind::Pareto => EngineKind::Pareto,
-    }
-}
-
 fn answer(engine: &Engine, call: BackendCall) -> Result<Value, BackendError> {
     let result = match call {
         BackendCall::DatasetMetadata => Ok(engine.dataset_metadata()),
@@ -61,7 +49,7 @@ fn answer(engine: &Engine, call: BackendCall) -> Result<Value, BackendError> {
             kind,
             user_query,
             schema_id,
-        } => engine.analyze(engine_kind(kind), &user_query, schema_id),
+        } => engine.analyze(kind, &user_query, schema_id),
     };
     result.map_err(|error: EngineError| {
         if error.is_caller_error() {

@@ -9,35 +9,14 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-pub use validate::{ToolArgs, ValidationError, validate_arguments};
+pub use validate::{ToolArgs, ToolCall, ValidationError, validate_arguments, validate_call};
 
-/// The six analytics tools share one argument shape and one backend endpoint family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AnalysisKind {
-    Trend,
-    Prediction,
-    Outlier,
-    Correlation,
-    Change,
-    Pareto,
-}
-
-impl AnalysisKind {
-    /// The path segment of the Lumenore endpoint: `/api/ai-engine/mcp/get-<kind>-data`.
-    pub fn endpoint_kind(self) -> &'static str {
-        match self {
-            AnalysisKind::Trend => "trend",
-            AnalysisKind::Prediction => "prediction",
-            AnalysisKind::Outlier => "outlier",
-            AnalysisKind::Correlation => "correlation",
-            AnalysisKind::Change => "change",
-            AnalysisKind::Pareto => "pareto",
-        }
-    }
-}
+/// The six analytics tools share one argument shape and one backend endpoint family. Defined once, by the
+/// embedded engine, which answers them too.
+pub use lumenore_embedded::AnalysisKind;
 
 /// One of the nine tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ToolName {
     GetDatasetMetadata,
     GetMetadataInfo,

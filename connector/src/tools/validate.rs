@@ -4,7 +4,7 @@
 use rmcp::model::JsonObject;
 use serde_json::Value;
 
-use super::ToolName;
+use super::{AnalysisKind, ToolName};
 
 /// Longest accepted question, in characters.
 pub const MAX_QUERY_CHARS: usize = 5000;
@@ -15,6 +15,56 @@ pub enum ToolArgs {
     None,
     Schema { schema_id: i64 },
     Query { user_query: String, schema_id: i64 },
+}
+
+/// One tool call, parsed once: the tool and its validated arguments in one value, so a tool can never be
+/// paired with another tool's arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolCall {
+    DatasetMetadata,
+    MetadataInfo {
+        schema_id: i64,
+    },
+    NlqToData {
+        user_query: String,
+        schema_id: i64,
+    },
+    Analysis {
+        kind: AnalysisKind,
+        user_query: String,
+        schema_id: i64,
+    },
+}
+
+impl ToolCall {
+    pub fn tool(&self) -> ToolName {
+        match self {
+            ToolCall::DatasetMetadata => ToolName::GetDatasetMetadata,
+            ToolCall::MetadataInfo { .. } => ToolName::GetMetadataInfo,
+            ToolCall::NlqToData { .. } => ToolName::NlqToData,
+            ToolCall::Analysis { kind, .. } => ToolName::Analysis(*kind),
+        }
+    }
+
+    /// The arguments alone.
+    pub fn into_args(self) -> ToolArgs {
+        match self {
+            ToolCall::DatasetMetadata => ToolArgs::None,
+            ToolCall::MetadataInfo { schema_id } => ToolArgs::Schema { schema_id },
+            ToolCall::NlqToData {
+                user_query,
+                schema_id,
+            }
+            | ToolCall::Analysis {
+                user_query,
+                schema_id,
+                ..
+            } => ToolArgs::Query {
+                user_query,
+                schema_id,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,18 +142,18 @@ fn reject_unknown(args: &JsonObject, allowed: &[&str]) -> Result<(), ValidationE
     }
 }
 
-/// Checks the arguments of `tool` and returns them typed.
-pub fn validate_arguments(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolArgs, ValidationError> {
+/// Checks the arguments of `tool` and returns the typed call.
+pub fn validate_call(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolCall, ValidationError> {
     let empty = JsonObject::new();
     let args = args.unwrap_or(&empty);
     match tool {
         ToolName::GetDatasetMetadata => {
             reject_unknown(args, &[])?;
-            Ok(ToolArgs::None)
+            Ok(ToolCall::DatasetMetadata)
         }
         ToolName::GetMetadataInfo => {
             reject_unknown(args, &["schemaId"])?;
-            Ok(ToolArgs::Schema {
+            Ok(ToolCall::MetadataInfo {
                 schema_id: schema_id(args)?,
             })
         }
@@ -111,12 +161,24 @@ pub fn validate_arguments(tool: ToolName, args: Option<&JsonObject>) -> Result<T
             reject_unknown(args, &["userQuery", "schemaId"])?;
             let user_query = user_query(args)?;
             let schema_id = schema_id(args)?;
-            Ok(ToolArgs::Query {
-                user_query,
-                schema_id,
+            Ok(match tool {
+                ToolName::Analysis(kind) => ToolCall::Analysis {
+                    kind,
+                    user_query,
+                    schema_id,
+                },
+                _ => ToolCall::NlqToData {
+                    user_query,
+                    schema_id,
+                },
             })
         }
     }
+}
+
+/// Checks the arguments of `tool` and returns them typed (without the tool; see [`validate_call`]).
+pub fn validate_arguments(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolArgs, ValidationError> {
+    validate_call(tool, args).map(ToolCall::into_args)
 }
 
 #[cfg(test)]
@@ -253,5 +315,19 @@ mod tests {
             Ok(ToolArgs::Schema { schema_id: 7 })
         );
         assert!(validate_arguments(ToolName::GetMetadataInfo, None).is_err());
+    }
+
+    #[test]
+    fn every_tool_gets_its_own_call_shape() {
+        let query = obj(json!({"userQuery": "q", "schemaId": 3}));
+        for tool in ToolName::ALL {
+            let args = match tool {
+                ToolName::GetDatasetMetadata => None,
+                ToolName::GetMetadataInfo => Some(obj(json!({"schemaId": 3}))),
+                _ => Some(query.clone()),
+            };
+            let call = validate_call(tool, args.as_ref()).unwrap();
+            assert_eq!(call.tool(), tool);
+        }
     }
 }

@@ -226,7 +226,7 @@ impl LumenoreBackend {
                 schema_id,
             } => Operation {
                 method: Method::POST,
-                path: format!("api/ai-engine/mcp/get-{}-data", kind.endpoint_kind()),
+                path: format!("api/ai-engine/mcp/get-{}-data", kind.as_str()),
                 body: query_body(user_query, *schema_id),
                 expect: Expect::Json,
                 redactions: redactions(Some(user_query), Some(*schema_id)),
