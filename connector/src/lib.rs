@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod tools;
+pub mod ui;
