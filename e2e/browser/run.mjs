@@ -145,6 +145,8 @@ async function interact(page, frame, c) {
     out.focusedLabel = await frame.evaluate(() => document.activeElement && document.activeElement.getAttribute("aria-label"));
   }
   // Keyboard only: Tab to the toggle, Enter shows the table.
+  out.hasToggle = (await frame.locator("#toggle").count()) > 0;
+  if (!out.hasToggle) return out;
   await frame.locator("body").click({ position: { x: 2, y: 2 } });
   let reached = false;
   for (let i = 0; i < 3 && !reached; i++) {
@@ -153,6 +155,8 @@ async function interact(page, frame, c) {
   }
   out.tabReachesToggle = reached;
   if (reached) await page.keyboard.press("Enter"); else await frame.click("#toggle");
+  // The host resizes the frame after the view reports its new height; focus must survive that.
+  await page.waitForTimeout(400);
   out.afterToggle = await frame.evaluate(() => ({
     svg: !!document.querySelector("svg[data-kind]"),
     rows: document.querySelectorAll("#table-panel tbody tr").length,

@@ -113,6 +113,22 @@ mod tests {
             "importscripts",
             "http://",
             "https://",
+            // Nothing stored, nothing logged, no HTML parsing of answer text.
+            "localstorage",
+            "sessionstorage",
+            "indexeddb",
+            "document.cookie",
+            "console.",
+            "innerhtml",
+            "insertadjacenthtml",
+            "eval(",
+            // No requests to the host beyond the handshake and size reports.
+            "tools/call",
+            "resources/read",
+            "ui/message",
+            "ui/open-link",
+            "ui/download-file",
+            "ui/update-model-context",
         ] {
             assert!(!lower.contains(forbidden), "the view contains {forbidden:?}");
         }
