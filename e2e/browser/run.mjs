@@ -114,6 +114,7 @@ function measure() {
     thresholds: q("line.threshold"),
     cuts: q("line.cut"),
     dots: q("circle.dot"),
+    fitTitles: text("path.fit title"),
     xTitle: text(".x-title")[0] || null,
     yTitle: text(".y-title")[0] || null,
     y2Title: text(".y2-title")[0] || null,

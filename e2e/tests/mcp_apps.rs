@@ -636,6 +636,30 @@ async fn view_draws_lumenore_backend_answers_in_headless_chromium() {
 /// (../shared/seed-contract/results_seed.jsonl, scenarios ok/*, list, 500, 503): `headers`/`resultSet`,
 /// streamed `{"type": …}` documents, an envelope inside the answer, a bare list, an error status inside a
 /// 200, an HTML page, and an empty object.
+/// (ad_spend, revenue) observations of the recorded-shape correlation answer.
+const OBSERVATIONS: [(f64, f64); 8] = [
+    (1.0, 3.4),
+    (2.0, 5.9),
+    (3.0, 9.6),
+    (4.0, 11.8),
+    (5.0, 15.5),
+    (6.0, 17.7),
+    (7.0, 21.6),
+    (8.0, 23.9),
+];
+
+/// Least-squares slope, computed here independently of the view.
+fn ols_slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    sxy / sxx
+}
+
 async fn seed_backend() -> (String, tokio::task::JoinHandle<()>) {
     let json_body = |body: Value| move || async move { axum::Json(body).into_response() };
     let analysis = |kind: &str| {
@@ -670,7 +694,20 @@ async fn seed_backend() -> (String, tokio::task::JoinHandle<()>) {
             "/api/ai-engine/mcp/get-prediction-data",
             post(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html>Service Unavailable</html>").into_response() }),
         )
-        .route("/api/ai-engine/mcp/get-correlation-data", post(json_body(json!({}))));
+        // Observations for one dataset (columns/rows like the recorded analysis answers), nothing for others.
+        .route(
+            "/api/ai-engine/mcp/get-correlation-data",
+            post(|axum::Json(request): axum::Json<Value>| async move {
+                let body = if request["schemaId"] == 35404 {
+                    json!({"status": "success", "data": {"kind": "correlation", "columns": ["ad_spend", "revenue"],
+                        "rows": OBSERVATIONS.iter().map(|(x, y)| json!([x, y])).collect::<Vec<_>>(),
+                        "insight": "revenue rises with ad_spend"}})
+                } else {
+                    json!({})
+                };
+                axum::Json(body).into_response()
+            }),
+        );
     let port = free_port();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -714,6 +751,13 @@ async fn view_handles_recorded_lumenore_shapes_and_bad_answers() {
             q.clone(),
             Value::Null,
         ),
+        Case::new(
+            "seed-scatter",
+            "get_correlation_data",
+            json!({"userQuery": "Does revenue follow ad spend?", "schemaId": 35404}),
+            Value::Null,
+        )
+        .dark(),
     ];
     for case in &mut cases {
         case.result = call(&connector.mcp, case.tool, case.arguments.clone()).await;
@@ -752,6 +796,26 @@ async fn view_handles_recorded_lumenore_shapes_and_bad_answers() {
     // An empty object: says there is nothing to draw.
     let empty = seen("seed-empty-object");
     assert!(empty["message"].as_str().unwrap().contains("no table"), "{empty}");
+    // Observations: a scatter with one dot each and the least-squares line.
+    let scatter = seen("seed-scatter");
+    assert_eq!(scatter["kind"], "scatter", "{scatter}");
+    assert_eq!(count(&scatter, "dots"), OBSERVATIONS.len() as u64);
+    assert_eq!(count(&scatter, "fitLines"), 1);
+    assert_eq!(scatter["xTitle"], "ad_spend");
+    assert_eq!(scatter["yTitle"], "revenue");
+    let title = scatter["fitTitles"][0].as_str().unwrap();
+    let shown: f64 = title
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    let slope = ols_slope(&OBSERVATIONS);
+    assert!(
+        (shown - slope).abs() < 0.006,
+        "fitted slope {shown} vs {slope} ({title})"
+    );
     server.abort();
     let _ = tools::under_ci();
 }
