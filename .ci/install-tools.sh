@@ -221,6 +221,30 @@ if [[ "${INSTALL_OHA:-0}" == 1 ]]; then
   fi
 fi
 
+# --- apps: headless Chromium + the MCP Apps browser test's npm packages (e2e/browser) ---
+# Debian `chromium` (whatever Debian 12 ships); the test drives it with npm `playwright-core` and renders the
+# view inside a host page built on `@modelcontextprotocol/ext-apps` (AppBridge), bundled by `esbuild`. Versions
+# are pinned in e2e/browser/package.json and package-lock.json; `npm ci` installs exactly those into
+# e2e/browser/node_modules (git-ignored). Used by e2e/tests/mcp_apps.rs.
+if [[ "$(dpkg-query -W -f='${Status}' chromium 2>/dev/null || true)" != "install ok installed" ]]; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then command -v sudo >/dev/null && SUDO="sudo" || die "need root for apt-get install chromium"; fi
+  log "apt-get install chromium"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+browser_dir="$repo_root/e2e/browser"
+browser_pin="lock=$(sha256sum "$browser_dir/package-lock.json" | cut -c1-16) node=$NODE_VERSION @ $browser_dir"
+if ! stamp_ok apps-browser "$browser_pin" || [[ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]] \
+  || [[ ! -f "$browser_dir/node_modules/@modelcontextprotocol/ext-apps/package.json" ]]; then
+  log "npm ci in e2e/browser (ext-apps, playwright-core, esbuild)"
+  rm -f "$STAMP_DIR/apps-browser"
+  (cd "$browser_dir" && npm ci --no-fund --no-audit --loglevel=error >/dev/null)
+  "$node_bin" -e "require('$browser_dir/node_modules/esbuild').buildSync({stdin:{contents:'1'},write:false})" \
+    || die "esbuild in e2e/browser does not run (its platform binary is missing?)"
+  stamp_write apps-browser "$browser_pin"
+fi
+
 # ---- summary ------------------------------------------------------------------
 pyver() { "$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 debver() { dpkg-query -W -f='${Version}' "$1"; }
@@ -238,6 +262,9 @@ debver() { dpkg-query -W -f='${Version}' "$1"; }
   echo "wrk:                 debian $(debver wrk)"
   echo "hey:                 debian $(debver hey)"
   if [[ -x "$BIN_DIR/oha" ]]; then echo "oha:                 $("$BIN_DIR/oha" --version | awk '{print $NF}')"; fi
+  echo "chromium:            debian $(debver chromium)"
+  echo "ext-apps (browser):  $("$node_bin" -p "require('$browser_dir/node_modules/@modelcontextprotocol/ext-apps/package.json').version")"
+  echo "playwright-core:     $("$node_bin" -p "require('$browser_dir/node_modules/playwright-core/package.json').version")"
 }
 log "tools ready in $TOOLS_DIR ($(($(date +%s) - start_ts))s); use: source .ci/env.sh"
 

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod tools;
+pub mod ui;

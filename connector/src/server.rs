@@ -8,8 +8,9 @@ use std::{
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-        PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+        ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
 };
@@ -21,6 +22,7 @@ use crate::{
     metrics::{Metrics, Outcome, ToolLabels, ToolOnly},
     telemetry::{self, AuditEvent, CorrelationId},
     tools::{self, ToolCall, ToolName, envelope, envelope::ResultLimits},
+    ui,
 };
 
 /// Everything a request needs, shared by all requests.
@@ -149,12 +151,18 @@ fn response_size(result: &CallToolResult) -> usize {
 
 impl ServerHandler for ConnectorServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("lumenore-connector", env!("CARGO_PKG_VERSION"))
-                    .with_title("Lumenore Analytics"),
-            )
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                // MCP Apps: the chart view, a static `ui://` resource (see crate::ui).
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("lumenore-connector", env!("CARGO_PKG_VERSION"))
+                .with_title("Lumenore Analytics"),
+        )
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -175,6 +183,39 @@ impl ServerHandler for ConnectorServer {
             .cloned()
             .collect();
         Ok(ListToolsResult::with_all_items(visible))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        // The view holds no data, but like the tools it is served only to callers the gate let in.
+        let resources = if caller(&context).is_some() {
+            ui::resources()
+        } else {
+            Vec::new()
+        };
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        match ui::read(&request.uri) {
+            Some(result) if caller(&context).is_some() => Ok(result.into()),
+            // -32002 (rmcp answers -32602 to 2026-07-28 peers, SEP-2164). The URI is the caller's own
+            // text, returned to the caller only.
+            _ => {
+                let shown: String = request.uri.chars().take(128).collect();
+                Err(ErrorData::resource_not_found(
+                    format!("resource not found: {shown}"),
+                    None,
+                ))
+            }
+        }
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

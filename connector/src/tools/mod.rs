@@ -143,6 +143,12 @@ impl ToolName {
         }
     }
 
+    /// Whether MCP Apps hosts show the chart view (crate::ui) next to this tool's answer: the tools that
+    /// answer with data. The two metadata tools answer with catalog descriptions, which read better as JSON.
+    fn has_chart_view(self) -> bool {
+        matches!(self, ToolName::NlqToData | ToolName::Analysis(_))
+    }
+
     /// The MCP tool definition.
     pub fn definition(self) -> Tool {
         let annotations = ToolAnnotations::with_title(self.title())
@@ -155,6 +161,9 @@ impl ToolName {
             .with_title(self.title())
             .with_annotations(annotations);
         tool = tool.with_raw_output_schema(as_object(envelope::output_schema()));
+        if self.has_chart_view() {
+            tool = tool.with_meta(crate::ui::tool_meta());
+        }
         tool
     }
 }
