@@ -159,6 +159,7 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(gate.clone(), auth::http::gate))
+        .layer(middleware::from_fn(crate::otel::trace_mcp)) // otel: HTTP and MCP server spans
         .layer(middleware::from_fn_with_state(
             config.max_request_bytes,
             check_json_rpc_body,
@@ -293,6 +294,7 @@ async fn check_json_rpc_body(State(limit): State<usize>, request: Request, next:
     }
     let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
     request.extensions_mut().insert(RpcPeek::of(&value));
+    request.extensions_mut().insert(crate::otel::RpcTrace::of(&value)); // otel: params._meta context
     next.run(request).await
 }
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod metrics;
+pub mod otel;
 pub mod server;
 pub mod telemetry;
 pub mod tools;

@@ -14,6 +14,7 @@ use rmcp::{
     service::RequestContext,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::{
     auth::Caller,
@@ -194,7 +195,14 @@ impl ServerHandler for ConnectorServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // otel: the MCP span the HTTP layer made for this request (disabled when tracing is off).
+        let span = context
+            .extensions
+            .get::<http::request::Parts>()
+            .map(|parts| crate::otel::mcp_span(&parts.extensions))
+            .unwrap_or_else(tracing::Span::none);
         if ToolName::parse(&request.name).is_none() {
+            crate::otel::record_rpc_error(&span, -32602);
             // A protocol error, as the MCP specification asks for unknown tools. The name is the caller's
             // own text, returned to the caller only.
             let shown: String = request.name.chars().take(64).collect();
@@ -205,6 +213,7 @@ impl ServerHandler for ConnectorServer {
         let caller = caller(&context);
         let allowed = matches!((&caller, ToolName::parse(&request.name)), (Some(caller), Some(tool)) if caller.may_call(tool));
         if !allowed {
+            crate::otel::record_rpc_error(&span, -32600);
             return Err(ErrorData::invalid_request(
                 "this caller may not call this tool",
                 None,
@@ -213,7 +222,8 @@ impl ServerHandler for ConnectorServer {
         let caller_id = caller.map(|caller| caller.id);
         let started = Instant::now();
         self.state.metrics.in_flight.inc();
-        let (result, outcome, tool) = self.answer(&request, &context).await;
+        let (result, outcome, tool) = self.answer(&request, &context).instrument(span.clone()).await;
+        crate::otel::record_tool_outcome(&span, &format!("{outcome:?}"));
         self.state.metrics.in_flight.dec();
         let elapsed = started.elapsed();
         self.record(tool, outcome, elapsed, &result, caller_id.as_deref(), &context);

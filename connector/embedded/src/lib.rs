@@ -348,6 +348,10 @@ impl Engine {
     }
 
     fn parse(&self, ds: &Dataset, rt: &DatasetRt, query: &str) -> Result<Plan, EngineError> {
+        // A trace span (exported by the connector when tracing is on); no field: the question stays out.
+        let _span =
+            tracing::info_span!(target: "lumenore_embedded::otel", "engine.plan", otel.name = "engine plan")
+                .entered();
         let ctx = Ctx {
             ds,
             vocab: &rt.vocab,
@@ -380,6 +384,7 @@ impl Engine {
     }
 
     pub(crate) fn run(&self, sql: &Sql) -> Result<Table, EngineError> {
+        let _span = tracing::info_span!(target: "lumenore_embedded::otel", "engine.query", otel.name = "engine query").entered();
         self.db.with(|conn| {
             let qerr = |e: rusqlite::Error| EngineError::Query(e.to_string());
             let mut st = conn.prepare_cached(&sql.text).map_err(qerr)?;

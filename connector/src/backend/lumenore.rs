@@ -253,9 +253,7 @@ impl LumenoreBackend {
         let url = self.url(LOGIN_PATH)?;
         let body = json!({"data": {"clientId": client_id.expose_secret(), "secret": secret.expose_secret()}});
         let attempt = || async {
-            let response = self
-                .http
-                .post(url.clone())
+            let response = crate::otel::inject(self.http.post(url.clone())) // otel: traceparent
                 .json(&body)
                 .send()
                 .await
@@ -279,11 +277,15 @@ impl LumenoreBackend {
                     retryable: false,
                 })
         };
-        let result = attempt
-            .retry(self.backoff())
-            .when(|error: &AttemptError| error.retryable)
-            .await
-            .map_err(|failure| failure.error);
+        // otel: a CLIENT span around the login and its retries.
+        let result = crate::otel::backend_call("POST", &url, LOGIN_PATH, async {
+            attempt
+                .retry(self.backoff())
+                .when(|error: &AttemptError| error.retryable)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await;
         let outcome = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .backend_logins
@@ -308,9 +310,7 @@ impl LumenoreBackend {
     ) -> Result<Attempt, BackendError> {
         let url = self.url(&operation.path)?;
         let attempt = || async {
-            let mut request = self
-                .http
-                .request(operation.method.clone(), url.clone())
+            let mut request = crate::otel::inject(self.http.request(operation.method.clone(), url.clone())) // otel
                 .bearer_auth(token.expose_secret());
             if let Some(body) = &operation.body {
                 request = request.json(body);
@@ -336,11 +336,15 @@ impl LumenoreBackend {
                     retryable: false,
                 })
         };
-        attempt
-            .retry(self.backoff())
-            .when(|error: &AttemptError| error.retryable)
-            .await
-            .map_err(|failure| failure.error)
+        // otel: a CLIENT span around the call and its retries.
+        crate::otel::backend_call(operation.method.as_str(), &url, &operation.path, async {
+            attempt
+                .retry(self.backoff())
+                .when(|error: &AttemptError| error.retryable)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await
     }
 
     async fn read_body(
