@@ -245,6 +245,33 @@ if ! stamp_ok apps-browser "$browser_pin" || [[ ! -f "$browser_dir/node_modules/
   stamp_write apps-browser "$browser_pin"
 fi
 
+# --- obs: promtool (alert rules), OTLP protobuf decoding and a PromQL parser (issue 14) ---
+# promtool from Debian's prometheus package (`promtool check/test rules`, .ci/check-observability.sh);
+# into the venv: opentelemetry-proto + protobuf (e2e/python/otlp_receiver.py decodes the connector's and the
+# operator's OTLP/HTTP exports) and promql-parser (.ci/check_queries.py parses every alert/dashboard query).
+OBS_OTEL_PROTO_VERSION=1.45.2
+OBS_PROTOBUF_VERSION=7.36.2
+OBS_PROMQL_PARSER_VERSION=0.11.0
+if ! command -v promtool >/dev/null 2>&1; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then command -v sudo >/dev/null && SUDO="sudo" || die "need root for apt-get install prometheus"; fi
+  log "apt-get install prometheus (for promtool)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+obs_pin="opentelemetry-proto==$OBS_OTEL_PROTO_VERSION protobuf==$OBS_PROTOBUF_VERSION promql-parser==$OBS_PROMQL_PARSER_VERSION"
+if ! stamp_ok obs-venv "$obs_pin @ $VENV_DIR" \
+  || ! "$VENV_DIR/bin/python" -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2, promql_parser" 2>/dev/null; then
+  log "installing into the venv: $obs_pin"
+  rm -f "$STAMP_DIR/obs-venv"
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q $obs_pin
+  "$VENV_DIR/bin/python" -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2, promql_parser" \
+    || die "opentelemetry-proto / promql-parser import failed"
+  stamp_write obs-venv "$obs_pin @ $VENV_DIR"
+fi
+echo "promtool:            $(promtool --version 2>&1 | awk 'NR==1{print $3}') (debian $(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || echo '?'))" >&2
+echo "opentelemetry-proto: $("$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('opentelemetry-proto'))"); promql-parser: $OBS_PROMQL_PARSER_VERSION" >&2
+
 # ---- summary ------------------------------------------------------------------
 pyver() { "$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 debver() { dpkg-query -W -f='${Version}' "$1"; }

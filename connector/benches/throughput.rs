@@ -12,6 +12,9 @@
 //! shared library preloaded into the connector, e.g. `/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`, to
 //! compare allocators on the same binary), BENCH_RUST_LOG (default `warn`; `info` writes the audit line of
 //! every call to standard error, here /dev/null).
+//!
+//! `BENCH_MODE=otel`: instead, the connector's CPU time per call (from /proc) with trace export off and on
+//! (OTLP/HTTP to a local sink), alternating runs of BENCH_CALLS (default 20000) calls each.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -160,6 +163,9 @@ impl Drop for Connector {
 #[tokio::main]
 async fn main() {
     lumenore_connector::app::install_crypto_provider();
+    if std::env::var("BENCH_MODE").as_deref() == Ok("otel") {
+        return otel_mode().await;
+    }
     let calls = env_usize("BENCH_CALLS", 100_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let backend = start_backend().await;
@@ -282,4 +288,117 @@ async fn main() {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
+}
+
+/// CPU seconds (user + system) the process `pid` used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// An OTLP/HTTP sink: answers every export with 200 and counts requests and bytes.
+async fn start_otlp_sink() -> (
+    String,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let requests = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (r, b) = (requests.clone(), bytes.clone());
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            r.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(body.len() as u64, Ordering::Relaxed);
+            async { ([("content-type", "application/x-protobuf")], Vec::<u8>::new()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), requests, bytes)
+}
+
+/// Trace export cost: CPU per call of the connector with export off and on, alternating runs.
+async fn otel_mode() {
+    use std::sync::atomic::Ordering;
+    let calls = env_usize("BENCH_CALLS", 20_000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 16);
+    let backend = start_backend().await;
+    let (sink, exports, exported_bytes) = start_otlp_sink().await;
+    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()
+        .unwrap();
+    let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
+    let headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    let mut per_call = [Vec::new(), Vec::new()];
+    for round in 0..4 {
+        let on = round % 2 == 1;
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SERVER_URL", &backend)
+            .env("LUMENORE_API_KEY", "bench-token")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if on {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink)
+                .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536");
+        }
+        let connector = Connector(command.spawn().expect("spawn connector"));
+        let url = format!("http://127.0.0.1:{port}");
+        while !matches!(client.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mcp = format!("{url}/mcp");
+        load(&client, &mcp, body.clone(), &headers, 2_000, concurrency).await;
+        let before = cpu_seconds(connector.0.id());
+        let (_, wall) = load(&client, &mcp, body.clone(), &headers, calls, concurrency).await;
+        // Let the last batch go out, so its export is counted.
+        tokio::time::sleep(Duration::from_millis(if on { 6_000 } else { 100 })).await;
+        let cpu = cpu_seconds(connector.0.id()) - before;
+        per_call[usize::from(on)].push(cpu / calls as f64);
+        println!(
+            "  run {}: export {:<3}  {calls} calls in {:.2} s, connector CPU {:.2} s = {:.1} us/call",
+            round + 1,
+            if on { "on" } else { "off" },
+            wall.as_secs_f64(),
+            cpu,
+            cpu / calls as f64 * 1e6
+        );
+    }
+    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let (off, on) = (mean(&per_call[0]), mean(&per_call[1]));
+    println!(
+        "lumenore-connector trace export cost (BENCH_MODE=otel; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency})"
+    );
+    println!("  CPU per call, export off:  {:>8.1} us", off * 1e6);
+    println!(
+        "  CPU per call, export on:   {:>8.1} us   (+{:.1}%, target < 5%)",
+        on * 1e6,
+        (on / off - 1.0) * 100.0
+    );
+    println!(
+        "  OTLP exports received: {} ({:.0} KiB)",
+        exports.load(Ordering::Relaxed),
+        exported_bytes.load(Ordering::Relaxed) as f64 / 1024.0
+    );
 }

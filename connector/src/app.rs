@@ -168,6 +168,7 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
             gate.clone(),
             auth::http::authorize,
         ))
+        .layer(middleware::from_fn(crate::otel::trace_mcp)) // otel: HTTP and MCP server spans
         .layer(middleware::from_fn_with_state(body_limits, web::body::guard))
         .layer(middleware::from_fn_with_state(
             gate.clone(),

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod otel;
 pub mod server;
 pub mod telemetry;
 pub mod tools;

@@ -5,7 +5,7 @@ use lumenore_connector::{
     auth::api_keys,
     config::{Command, Config, Credentials},
     metrics::Metrics,
-    telemetry,
+    otel,
 };
 
 /// jemalloc rather than the system allocator: fewer CPU cycles per call under concurrent load, and memory
@@ -22,7 +22,12 @@ fn main() -> ExitCode {
     if let Some(command) = &config.command {
         return run_command(command);
     }
-    telemetry::init(config.log_format);
+    // otel: logs as telemetry::init, plus OTLP trace export when OTEL_EXPORTER_OTLP_*ENDPOINT is set.
+    if let Err(message) = otel::init(config.log_format) {
+        tracing::error!(%message, "invalid OpenTelemetry configuration");
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     if let Err(message) = config.validate() {
         tracing::error!(%message, "invalid configuration");
         eprintln!("error: {message}");
@@ -35,7 +40,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    drop(runtime);
+    otel::shutdown(); // otel: export the spans still buffered
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!(%message, "connector stopped");

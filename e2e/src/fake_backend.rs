@@ -146,6 +146,8 @@ struct Shared {
     faults: Mutex<VecDeque<Fault>>,
     next_token: AtomicU64,
     counters: Counters,
+    /// (path, `traceparent` header) of every request that carried one (trace propagation tests).
+    traceparents: Mutex<Vec<(String, String)>>,
 }
 
 struct Running {
@@ -176,6 +178,7 @@ impl FakeLumenore {
                 tokens: Mutex::new(HashMap::new()),
                 faults: Mutex::new(VecDeque::new()),
                 next_token: AtomicU64::new(1),
+                traceparents: Mutex::new(Vec::new()),
                 counters: Counters::default(),
             }),
             port: crate::free_port(),
@@ -234,6 +237,11 @@ impl FakeLumenore {
         self.stop().await;
         tokio::time::sleep(down_for).await;
         self.start_again().await;
+    }
+
+    /// (path, `traceparent` header) of every request received with one, in order.
+    pub fn traceparents(&self) -> Vec<(String, String)> {
+        self.shared.traceparents.lock().unwrap().clone()
     }
 
     pub fn counts(&self) -> Counts {
@@ -324,6 +332,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>, sto
                 let shared = shared.clone();
                 async move {
                     shared.counters.requests.fetch_add(1, Ordering::SeqCst);
+                    if let Some(tp) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+                        let entry = (request.uri().path().to_string(), tp.to_string());
+                        shared.traceparents.lock().unwrap().push(entry);
+                    }
                     if request.uri().path() != LOGIN_PATH {
                         let fault = shared.faults.lock().unwrap().pop_front();
                         if let Some(fault) = fault {

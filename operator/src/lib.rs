@@ -8,6 +8,8 @@ pub mod crdgen;
 pub mod inputs;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod otel;
 pub mod reconcile;
 pub mod server;
 pub mod status;

@@ -87,15 +87,9 @@ struct RunArgs {
     log_format: String,
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+fn init_tracing(format: &str) -> anyhow::Result<()> {
+    // otel: the log layer as before, plus OTLP trace export of the reconciles when configured.
+    lumenore_operator::otel::init(format).map_err(anyhow::Error::msg)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -113,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Run) | None => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let result = rt.block_on(run(cli.run));
+            lumenore_operator::otel::shutdown(); // otel: export the spans still buffered
             // Never wait on stuck tasks at exit: the shutdown is bounded.
             rt.shutdown_timeout(Duration::from_secs(2));
             result
@@ -141,7 +136,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
+    init_tracing(&args.log_format)?;
     // One TLS crypto provider for the whole process (kube is built with ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -209,6 +204,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         );
         let (leader_tx, mut leader_rx) = watch::channel(false);
+        // observe: lumenore_operator_leader follows the election.
+        let stages = ctx.clone();
+        let rx = leader_rx.clone();
+        tokio::spawn(async move { stages.metrics.stages.follow_leadership(rx).await });
         let election_stop = CancellationToken::new();
         let handle = tokio::spawn(leader::run(lock, leader_tx, ready_tx, election_stop.clone()));
         // Wait to become leader (standbys stay ready: they are healthy and can take over).
@@ -244,6 +243,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("contacting the API server")?;
         let _ = ready_tx.send(true);
+        ctx.metrics.stages.leader.set(1); // observe: without election this replica always leads
         run_bounded(
             controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
             &controllers_stop,

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub failures: Family<ReasonLabels, Counter>,
     pub duration: Histogram,
+    /// Leadership, errors and durations by stage, connectors by reason (see `observe`).
+    pub stages: crate::observe::StageMetrics,
     connectors: Family<ConditionLabels, Gauge>,
     /// Last known condition statuses per object key, to keep `connectors` exact.
     known: Mutex<HashMap<String, Vec<(String, String)>>>,
@@ -62,11 +64,13 @@ impl Metrics {
             "LumenoreConnectors by condition and status",
             connectors.clone(),
         );
+        let stages = crate::observe::StageMetrics::register(&mut registry);
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
+            stages,
             connectors,
             known: Mutex::new(HashMap::new()),
         }

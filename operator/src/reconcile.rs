@@ -26,6 +26,7 @@ use crate::builders::{self, BuildInputs};
 use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER};
 use crate::inputs;
 use crate::metrics::Metrics;
+use crate::observe::{self, Stage};
 use crate::status::{self, DeploymentObservation, Outcome};
 use crate::validate::{self, ClusterIdentity, Rejection};
 
@@ -152,10 +153,22 @@ fn key_of(meta: &kube::api::ObjectMeta) -> String {
 pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = match &obj.0 {
-        Ok(lc) => reconcile_connector(lc, &ctx).await,
-        Err(invalid) => report_invalid(invalid, &ctx).await,
+    // observe: one trace span per reconcile (namespace/name only), stage spans, errors by stage.
+    let meta = match &obj.0 {
+        Ok(lc) => &lc.metadata,
+        Err(inv) => &inv.metadata,
     };
+    let (ns, name) = (
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or(""),
+    );
+    let result = observe::reconcile(&ctx.metrics.stages, ns, name, Error::reason, async {
+        match &obj.0 {
+            Ok(lc) => reconcile_connector(lc, &ctx).await,
+            Err(invalid) => report_invalid(invalid, &ctx).await,
+        }
+    })
+    .await;
     ctx.metrics.duration.observe(start.elapsed().as_secs_f64());
     let key = match &obj.0 {
         Ok(lc) => key_of(&lc.metadata),
@@ -199,6 +212,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     if lc.metadata.deletion_timestamp.is_some() {
         // Children carry controller owner references: the garbage collector removes them.
         ctx.metrics.set_conditions(&key, None);
+        ctx.metrics.stages.set_conditions(&key, None);
         ctx.remember_conditions(&key, None);
         return Ok(Action::await_change());
     }
@@ -206,22 +220,26 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     let client = &ctx.client;
 
     // 1. validate (pure)
+    observe::stage(&ctx.metrics.stages, Stage::validate);
     let accepted = match validate::validate(lc, &ctx.config.cluster) {
         Ok(msg) => msg,
         Err(rejection) => {
             tracing::info!(object = %key, reason = rejection.reason(), "connector not deployed");
+            observe::stage(&ctx.metrics.stages, Stage::status);
             write_status(lc, ctx, Outcome::Rejected(rejection), None).await?;
             return Ok(Action::await_change());
         }
     };
 
     // 2. read inputs (Secrets read directly)
+    observe::stage(&ctx.metrics.stages, Stage::read_inputs);
     let inputs = inputs::read_inputs(client, lc).await?;
     if let Some(problem) = inputs.problem {
         let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
             .get_opt(&builders::child_name(lc))
             .await?
             .map(|d| DeploymentObservation::from_deployment(&d));
+        observe::stage(&ctx.metrics.stages, Stage::status);
         write_status(
             lc,
             ctx,
@@ -238,6 +256,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     }
 
     // 3. build children (pure)
+    observe::stage(&ctx.metrics.stages, Stage::build);
     let children = builders::build_children(
         lc,
         &BuildInputs {
@@ -247,6 +266,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     );
 
     // 4. apply, and remove what the spec no longer asks for
+    observe::stage(&ctx.metrics.stages, Stage::apply);
     let uid = lc.metadata.uid.clone().unwrap_or_default();
     let name = builders::child_name(lc);
     apply(client, &ns, &children.service_account).await?;
@@ -270,6 +290,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     let deployment = apply(client, &ns, &children.deployment).await?;
 
     // 5. status
+    observe::stage(&ctx.metrics.stages, Stage::status);
     let observation = DeploymentObservation::from_deployment(&deployment);
     let outcome = Outcome::Deployed {
         accepted,
@@ -406,6 +427,9 @@ async fn write_status(
                 .collect(),
         ),
     );
+    ctx.metrics
+        .stages
+        .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
     ctx.remember_conditions(&key, Some(new.conditions.clone()));
     publish_transitions(ctx, &lc.object_ref(&()), &old_conditions, &new.conditions).await;
     Ok(())
@@ -495,10 +519,12 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
     let name = inv.metadata.name.clone().unwrap_or_default();
     let key = key_of(&inv.metadata);
     tracing::warn!(object = %key, error = %inv.error, "malformed LumenoreConnector skipped");
+    observe::stage(&ctx.metrics.stages, Stage::validate);
     let ar = ApiResource::erase::<LumenoreConnector>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let Some(raw) = api.get_opt(&name).await? else {
         ctx.metrics.set_conditions(&key, None);
+        ctx.metrics.stages.set_conditions(&key, None);
         ctx.remember_conditions(&key, None);
         return Ok(Action::await_change());
     };
@@ -544,6 +570,9 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
                 .collect(),
         ),
     );
+    ctx.metrics
+        .stages
+        .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
     let reference = ObjectReference {
         api_version: Some(ar.api_version.clone()),
         kind: Some(ar.kind.clone()),

@@ -31,7 +31,8 @@ impl EmbeddedBackend {
 
     pub async fn call(&self, call: BackendCall) -> Result<Value, BackendError> {
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || answer(&engine, call))
+        let span = tracing::Span::current(); // otel: the engine's plan/query spans are children of the call
+        tokio::task::spawn_blocking(move || span.in_scope(|| answer(&engine, call)))
             .await
             .map_err(|_| BackendError::Engine("the query task stopped unexpectedly".into()))?
     }

@@ -244,9 +244,7 @@ impl LoginRequest {
             .with(secret.expose_secret());
         let attempt = || async {
             let started = Instant::now();
-            let response = self
-                .http
-                .post(self.url.clone())
+            let response = crate::otel::inject(self.http.post(self.url.clone())) // otel: traceparent
                 .header(reqwest::header::ACCEPT, "application/json")
                 .json(&body)
                 .send()
@@ -266,11 +264,15 @@ impl LoginRequest {
             }
             Err(failure::status_error(status, detail))
         };
-        let result = attempt
-            .retry(self.retry)
-            .when(|error: &AttemptError| error.retryable)
-            .await
-            .map_err(|failure| failure.error);
+        // otel: a CLIENT span around the login and its retries.
+        let result = crate::otel::backend_call("POST", &self.url, LOGIN_PATH, async {
+            attempt
+                .retry(self.retry)
+                .when(|error: &AttemptError| error.retryable)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await;
         let outcome = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .backend_logins

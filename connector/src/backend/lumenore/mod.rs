@@ -318,9 +318,7 @@ impl LumenoreBackend {
         };
         let attempt = || async {
             let started = std::time::Instant::now();
-            let mut request = self
-                .http
-                .request(operation.method.clone(), url.clone())
+            let mut request = crate::otel::inject(self.http.request(operation.method.clone(), url.clone())) // otel
                 .header(header::ACCEPT, "application/json")
                 .header(header::AUTHORIZATION, authorization);
             if let Some(body) = &operation.body {
@@ -364,11 +362,15 @@ impl LumenoreBackend {
                 .await
                 .map(Attempt::Done)
         };
-        attempt
-            .retry(self.settings.backoff())
-            .when(|error: &AttemptError| error.retryable)
-            .await
-            .map_err(|failure| failure.error)
+        // otel: a CLIENT span around the call and its retries.
+        crate::otel::backend_call(operation.method.as_str(), &url, &operation.path, async {
+            attempt
+                .retry(self.settings.backoff())
+                .when(|error: &AttemptError| error.retryable)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await
     }
 }
 
