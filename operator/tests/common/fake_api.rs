@@ -70,6 +70,9 @@ struct State {
     /// (collection key, ns, name, manager) → last applied body.
     applied: HashMap<(String, String, String, String), Value>,
     keep_applied: bool,
+    /// Clients (by name) whose requests never get an answer (a network partition, a half-open
+    /// connection).
+    partitioned: std::collections::HashSet<String>,
 }
 
 /// The fake API server. Cheap to clone (shared state).
@@ -220,16 +223,40 @@ impl FakeApi {
         &self,
     ) -> tower::util::BoxCloneService<Request<kube::client::Body>, Response<kube::client::Body>, Infallible>
     {
+        self.service_named("")
+    }
+
+    /// The fake as seen by the client called `name` (see [`partition`](Self::partition)).
+    pub fn service_named(
+        &self,
+        name: &str,
+    ) -> tower::util::BoxCloneService<Request<kube::client::Body>, Response<kube::client::Body>, Infallible>
+    {
         let api = self.clone();
+        let name = name.to_string();
         tower::util::BoxCloneService::new(tower::service_fn(move |req: Request<kube::client::Body>| {
             let api = api.clone();
+            let cut_off = api.state.lock().unwrap().partitioned.contains(&name);
             async move {
+                if cut_off {
+                    return std::future::pending().await;
+                }
                 match api.respond(req).await {
                     Some(resp) => Ok::<_, Infallible>(resp.map(kube::client::Body::from)),
                     None => std::future::pending().await,
                 }
             }
         }))
+    }
+
+    /// A kube client called `name`, without timeouts of its own.
+    pub fn client_named(&self, name: &str) -> kube::Client {
+        kube::Client::new(self.service_named(name), "default")
+    }
+
+    /// From now on, requests of the client called `name` never get an answer.
+    pub fn partition(&self, name: &str) {
+        self.state.lock().unwrap().partitioned.insert(name.to_string());
     }
 
     /// Serve the fake over loopback HTTP (for the operator binary and the benchmark); a hang keeps
@@ -807,7 +834,7 @@ impl State {
                     );
                 }
                 let existing = self.get_obj(&t, &ns, &name);
-                if existing.is_none() && !(is_apply && !status_sub) {
+                if existing.is_none() && (!is_apply || status_sub) {
                     return not_found(&name);
                 }
                 if is_apply
@@ -945,9 +972,12 @@ pub mod ssa {
             ListType::Set
         } else if ends("status.conditions") {
             ListType::Map(&["type"])
-        } else if ends("spec.containers") || ends("spec.initContainers") || ends("spec.ephemeralContainers") {
-            ListType::Map(&["name"])
-        } else if ends("containers.env") || ends("initContainers.env") {
+        } else if ends("spec.containers")
+            || ends("spec.initContainers")
+            || ends("spec.ephemeralContainers")
+            || ends("containers.env")
+            || ends("initContainers.env")
+        {
             ListType::Map(&["name"])
         } else if ends("containers.ports") || ends("initContainers.ports") {
             ListType::Map(&["containerPort", "protocol"])
@@ -1053,10 +1083,12 @@ pub mod ssa {
         }
     }
 
-    fn find_item<'a>(items: &'a [Value], pe: &Pe, tp: &str) -> Option<usize> {
+    fn find_item(items: &[Value], pe: &Pe, tp: &str) -> Option<usize> {
         match (pe, list_type(tp)) {
             (Pe::Key(k), ListType::Map(keys)) => items.iter().position(|i| key_of(i, keys) == *k),
-            (Pe::Value(v), _) => items.iter().position(|i| i.to_string() == *v),
+            (Pe::Value(v), _) => items
+                .iter()
+                .position(|i| serde_json::from_str::<Value>(v).is_ok_and(|x| x == *i)),
             _ => None,
         }
     }
