@@ -79,6 +79,9 @@ struct RunArgs {
     /// Seconds between lease attempts.
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+    /// Namespace whose pods (e.g. Prometheus) may scrape the connectors' /metrics through their NetworkPolicy.
+    #[arg(long, env = "LUMENORE_MONITORING_NAMESPACE")]
+    monitoring_namespace: Option<String>,
     /// Time limit of every Kubernetes API request, in seconds.
     #[arg(long, env = "LUMENORE_API_TIMEOUT_SECONDS", default_value_t = 30)]
     api_timeout_seconds: u64,
@@ -172,13 +175,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("creating the Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::new());
-    let config = OperatorConfig::new(
+    let mut config = OperatorConfig::new(
         ClusterIdentity {
             cloud: args.cluster_cloud,
             region: args.cluster_region.clone(),
         },
         args.connector_image.clone(),
     );
+    config.monitoring_namespace = args.monitoring_namespace.clone().filter(|n| !n.is_empty());
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
 
     let shutdown = CancellationToken::new();

@@ -47,6 +47,8 @@ pub struct OperatorConfig {
     /// How long a missing Secret or key is waited for (`Reconciling`) before the connector is
     /// reported `Stalled` (a person must create it).
     pub secret_grace: Duration,
+    /// Namespace allowed to scrape the connectors' `/metrics` through their NetworkPolicy.
+    pub monitoring_namespace: Option<String>,
 }
 
 impl OperatorConfig {
@@ -62,6 +64,7 @@ impl OperatorConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             secret_grace: Duration::from_secs(300),
+            monitoring_namespace: None,
         }
     }
 }
@@ -308,6 +311,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
         &BuildInputs {
             default_image: ctx.config.default_image.clone(),
             credentials_hash: inputs.credentials_hash,
+            monitoring_namespace: ctx.config.monitoring_namespace.clone(),
         },
     );
 
