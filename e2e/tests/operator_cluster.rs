@@ -3,7 +3,10 @@
 //! Applies the CRD from `crds/`, starts `lumenore-operator` watching a fresh namespace, creates a
 //! credentials Secret and a LumenoreConnector, waits for `Ready=True` (what `kubectl wait
 //! --for=condition=Ready` waits for), rotates the Secret and waits for new pods to replace the old
-//! ones. Skipped (passes, with a clear message) when no cluster is configured or reachable.
+//! ones. Then what only a real API server shows: a name the CRD refuses (the Service could not carry
+//! it), removing `spec.replicas` keeps the live count (field ownership handed over), and an HPA on the
+//! connector's scale subresource scales the Deployment. Skipped (passes, with a clear message) when
+//! no cluster is configured or reachable.
 //!
 //! Needs a connector image the cluster can run: `LUMENORE_E2E_CONNECTOR_IMAGE` (default
 //! `ghcr.io/lumenore/lumenore-connector:<version>`; with kind: `kind load docker-image IMAGE`).
@@ -17,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use lumenore_operator::crd::LumenoreConnector;
+use lumenore_operator::crd::{LumenoreConnector, REPLICAS_HANDOVER_MANAGER};
 use serde_json::json;
 
 const SKIP: &str = "SKIPPED: no Kubernetes cluster configured (set KUBECONFIG)";
@@ -354,4 +358,97 @@ async fn operator_deploys_a_connector_and_rolls_it_on_secret_rotation() {
         }
     })
     .await;
+
+    // A name the connector's Service could not carry is refused by the CRD's rule, at create time.
+    for bad in ["acme.eu", "3m"] {
+        let mut renamed = cr.clone();
+        renamed.metadata.name = Some(bad.into());
+        renamed.metadata.resource_version = None;
+        match lcs.create(&PostParams::default(), &renamed).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{bad}: {s:?}");
+                assert!(s.message.contains("DNS-1035"), "{bad}: {}", s.message);
+            }
+            other => panic!("{bad} was not refused: {other:?}"),
+        }
+    }
+
+    // Removing spec.replicas keeps the live count: the operator hands the field over.
+    let replicas = |d: &Deployment| d.spec.replicas;
+    lcs.patch(
+        "e2e",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .expect("set replicas 2");
+    wait_for("Deployment replicas 2", || {
+        let deployments = deployments.clone();
+        async move { (replicas(&deployments.get("e2e").await.ok()?) == Some(2)).then_some(()) }
+    })
+    .await;
+    lcs.patch(
+        "e2e",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": null}})),
+    )
+    .await
+    .expect("remove replicas");
+    wait_for("the operator to observe the removal", || {
+        let lcs = lcs.clone();
+        async move {
+            let lc = lcs.get("e2e").await.ok()?;
+            (lc.status?.observed_generation == lc.metadata.generation).then_some(())
+        }
+    })
+    .await;
+    let d = deployments.get("e2e").await.unwrap();
+    assert_eq!(replicas(&d), Some(2), "not reset to 1 by the API server");
+    assert!(
+        d.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() == Some(REPLICAS_HANDOVER_MANAGER)),
+        "spec.replicas handed over: {:?}",
+        d.metadata.managed_fields
+    );
+
+    // An HPA on the connector's scale subresource: below minReplicas it scales up without metrics.
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "e2e", "namespace": ns},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "lumenore.io/v1alpha1", "kind": "LumenoreConnector", "name": "e2e"},
+            "minReplicas": 3, "maxReplicas": 3,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    }))
+    .unwrap();
+    lcs.patch(
+        "e2e",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .expect("give the HPA a count to raise");
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("create HPA");
+    wait_for("the HPA's count on the connector and its Deployment", || {
+        let (lcs, deployments) = (lcs.clone(), deployments.clone());
+        async move {
+            let lc = lcs.get("e2e").await.ok()?;
+            let d = deployments.get("e2e").await.ok()?;
+            println!(
+                "connector spec.replicas {:?}, Deployment {:?}",
+                lc.spec.replicas,
+                replicas(&d)
+            );
+            (lc.spec.replicas == Some(3) && replicas(&d) == Some(3)).then_some(())
+        }
+    })
+    .await;
+    let _ = hpas.delete("e2e", &DeleteParams::default()).await;
 }

@@ -2,7 +2,8 @@
 --   Healthy      Ready=True for the current generation (status.observedGeneration == metadata.generation)
 --   Progressing  no status yet, status for an older generation, or Ready=False while rolling out
 --   Degraded     Ready=False with a reason that needs a person: rejected spec or region, missing
---                Secret or key, rollout past its progress deadline
+--                Secret or key, rollout past its progress deadline; or Stalled=True (e.g. a write
+--                an admission webhook, a policy or a quota refused: reason ApplyFailed)
 --   Suspended    spec.suspend is true (Ready=False, reason Suspended)
 --   Healthy      also for Ready=False reason ScaledToZero: 0 replicas were asked for (spec or HPA)
 local hs = {}
@@ -27,9 +28,12 @@ if generation ~= nil and (observed == nil or observed < generation) then
   return hs
 end
 local ready = nil
+local stalled = nil
 for _, c in ipairs(obj.status.conditions) do
   if c.type == "Ready" then
     ready = c
+  elseif c.type == "Stalled" and c.status == "True" then
+    stalled = c
   end
 end
 if ready == nil then
@@ -53,7 +57,7 @@ elseif ready.reason == "ScaledToZero" then
 elseif ready.reason == "Suspended" then
   hs.status = "Suspended"
   hs.message = msg
-elseif ready.reason ~= nil and degraded[ready.reason] then
+elseif (ready.reason ~= nil and degraded[ready.reason]) or stalled ~= nil then
   hs.status = "Degraded"
   hs.message = msg
 else

@@ -37,6 +37,10 @@ local cases = {
   { "invalid spec", lc(1, conds(1, "False", "InvalidSpec")), "Degraded" },
   { "invalid object", lc(1, conds(1, "False", "InvalidObject")), "Degraded" },
   { "rollout stuck", lc(5, conds(5, "False", "ProgressDeadlineExceeded")), "Degraded" },
+  { "write refused (Stalled)", lc(2, (function() local s = conds(2, "False", "ApplyFailed");
+      table.insert(s.conditions, cond("Stalled", "True", "ApplyFailed", 2)); return s end)()), "Degraded" },
+  { "write retried (Reconciling)", lc(2, (function() local s = conds(2, "False", "ApplyFailed");
+      table.insert(s.conditions, cond("Reconciling", "True", "ApplyFailed", 2)); return s end)()), "Progressing" },
   { "degraded reason, but old generation", lc(6, conds(5, "False", "ProgressDeadlineExceeded")), "Progressing" },
 }
 

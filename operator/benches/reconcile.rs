@@ -113,29 +113,10 @@ fn fake_server() {
         .unwrap();
     rt.block_on(async {
         let api = fake_api::FakeApi::quiet();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let api = api.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-                let ct = parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let (code, out) = api.handle(&parts.method, parts.uri.path(), parts.uri.query(), &ct, &bytes);
-                http::Response::builder()
-                    .status(code)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(axum::body::Body::from(out))
-                    .unwrap()
-            }
-        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap().port());
         std::io::stdout().flush().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(api.serve(listener));
         // Exit when the parent closes stdin.
         tokio::task::spawn_blocking(|| {
             let mut s = String::new();
@@ -279,6 +260,7 @@ fn one(n: usize, port: u16) {
         let inputs = BuildInputs {
             default_image: "ghcr.io/lumenore/lumenore-connector:0.1.0".into(),
             credentials_hash: Some("0".repeat(64)),
+            monitoring_namespace: None,
         };
         let objs = reader.state();
         let cpu0 = process_cpu_seconds();

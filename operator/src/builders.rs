@@ -47,6 +47,8 @@ pub struct BuildInputs {
     pub default_image: String,
     /// sha256 (hex) of the credential key values, when the CR uses credentials.
     pub credentials_hash: Option<String>,
+    /// Namespace whose pods (Prometheus) may reach the connector's port to scrape `/metrics`.
+    pub monitoring_namespace: Option<String>,
 }
 
 /// The children a CR asks for. `None` means "this child must not exist".
@@ -65,7 +67,7 @@ pub fn build_children(lc: &LumenoreConnector, inputs: &BuildInputs) -> Children 
         service_account: service_account(lc),
         deployment: deployment(lc, inputs),
         service: service(lc),
-        network_policy: network_policy(lc),
+        network_policy: network_policy(lc, inputs.monitoring_namespace.as_deref()),
         pod_disruption_budget: pod_disruption_budget(lc),
     }
 }
@@ -304,7 +306,10 @@ pub fn affinity(lc: &LumenoreConnector) -> Affinity {
     aff
 }
 
-fn topology_spread(lc: &LumenoreConnector) -> Vec<TopologySpreadConstraint> {
+/// The operator's zone spread, merged with the CR's constraints: a constraint with the same
+/// (topologyKey, whenUnsatisfiable) — the list's merge key, which the API server refuses to see twice
+/// — replaces the operator's (keeping its pod selector when it sets none); repeats are dropped.
+pub fn topology_spread(lc: &LumenoreConnector) -> Vec<TopologySpreadConstraint> {
     let mut out = vec![TopologySpreadConstraint {
         max_skew: 1,
         topology_key: ZONE_LABEL.into(),
@@ -316,13 +321,29 @@ fn topology_spread(lc: &LumenoreConnector) -> Vec<TopologySpreadConstraint> {
         match_label_keys: Some(vec!["pod-template-hash".into()]),
         ..Default::default()
     }];
-    if let Some(extra) = lc
+    let extra = lc
         .spec
         .scheduling
         .as_ref()
         .and_then(|s| s.topology_spread_constraints.clone())
-    {
-        out.extend(extra);
+        .unwrap_or_default();
+    let mut replaced_ours = false;
+    for mut c in extra {
+        let same = |o: &TopologySpreadConstraint| {
+            o.topology_key == c.topology_key && o.when_unsatisfiable == c.when_unsatisfiable
+        };
+        match out.iter().position(same) {
+            Some(0) if !replaced_ours => {
+                if c.label_selector.is_none() {
+                    c.label_selector = out[0].label_selector.clone();
+                    c.match_label_keys = c.match_label_keys.or_else(|| out[0].match_label_keys.clone());
+                }
+                out[0] = c;
+                replaced_ours = true;
+            }
+            Some(_) => {}
+            None => out.push(c),
+        }
     }
     out
 }
@@ -521,9 +542,52 @@ fn port(protocol: &str, p: i32) -> NetworkPolicyPort {
     }
 }
 
-/// NetworkPolicy: ingress on 8080 only from the allowed peers (same namespace by default); egress
-/// only DNS and HTTPS. `None` when the CR disables it.
-pub fn network_policy(lc: &LumenoreConnector) -> Option<NetworkPolicy> {
+/// The (host, port) pairs the connector must reach over HTTPS: the Lumenore server and, with OAuth,
+/// the issuer and the JWKS URL. Ports come from the URLs (443 when they name none).
+pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
+    let spec = &lc.spec;
+    let mut urls: Vec<&str> = Vec::new();
+    if spec.backend == Backend::Lumenore {
+        urls.push(&spec.server_url);
+    }
+    if spec.auth.mode == AuthMode::Oauth
+        && let Some(o) = &spec.auth.oauth
+    {
+        urls.push(&o.issuer);
+        urls.extend(o.jwks_url.as_deref());
+    }
+    let mut out: Vec<(String, u16)> = urls
+        .into_iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .filter_map(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// TCP ports of [`egress_endpoints`]; 443 when there are none (embedded backend without OAuth).
+pub fn egress_ports(lc: &LumenoreConnector) -> Vec<i32> {
+    let mut ports: Vec<i32> = egress_endpoints(lc)
+        .into_iter()
+        .map(|(_, p)| i32::from(p))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        ports.push(443);
+    }
+    ports
+}
+
+/// Annotation on the NetworkPolicy listing the `host:port` the connector must reach (what
+/// `spec.network.egressTo` must cover).
+pub const EGRESS_HOSTS_ANNOTATION: &str = "lumenore.io/egress-hosts";
+
+/// NetworkPolicy: ingress on 8080 only from the allowed peers (same namespace by default) and the
+/// monitoring namespace; egress only DNS and the ports of the URLs the connector calls. `None` when
+/// the CR disables it.
+pub fn network_policy(lc: &LumenoreConnector, monitoring_namespace: Option<&str>) -> Option<NetworkPolicy> {
     let net = &lc.spec.network;
     if !net.network_policy {
         return None;
@@ -537,18 +601,46 @@ pub fn network_policy(lc: &LumenoreConnector) -> Option<NetworkPolicy> {
         net.ingress_from.clone()
     };
     let https_to = (!net.egress_to.is_empty()).then(|| net.egress_to.clone());
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(ingress_from),
+        ports: Some(vec![port("TCP", CONNECTOR_PORT)]),
+    }];
+    if let Some(ns) = monitoring_namespace.filter(|n| !n.is_empty()) {
+        // /metrics is served on the connector port (beside /mcp): scrapers need that port.
+        ingress.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        ns.to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port("TCP", CONNECTOR_PORT)]),
+        });
+    }
+    let mut metadata = meta(lc);
+    let hosts: Vec<String> = egress_endpoints(lc)
+        .into_iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    if !hosts.is_empty() {
+        metadata.annotations = Some(BTreeMap::from([(
+            EGRESS_HOSTS_ANNOTATION.to_string(),
+            hosts.join(","),
+        )]));
+    }
     Some(NetworkPolicy {
-        metadata: meta(lc),
+        metadata,
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(lc)),
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(ingress_from),
-                ports: Some(vec![port("TCP", CONNECTOR_PORT)]),
-            }]),
+            ingress: Some(ingress),
             egress: Some(vec![
                 NetworkPolicyEgressRule {
                     to: None,
@@ -556,7 +648,7 @@ pub fn network_policy(lc: &LumenoreConnector) -> Option<NetworkPolicy> {
                 },
                 NetworkPolicyEgressRule {
                     to: https_to,
-                    ports: Some(vec![port("TCP", 443)]),
+                    ports: Some(egress_ports(lc).into_iter().map(|p| port("TCP", p)).collect()),
                 },
             ]),
         }),

@@ -57,6 +57,27 @@ fn secret_changes(
         })
 }
 
+/// The object a watch event asks to reconcile. A deleted CR is not reconciled (its children go with
+/// it through their owner references); what the operator kept for it is forgotten instead.
+pub fn to_reconcile(ctx: &Context, event: watcher::Event<Guarded>) -> Option<Guarded> {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some(obj),
+        watcher::Event::Delete(obj) => {
+            let meta = match &obj.0 {
+                Ok(lc) => &lc.metadata,
+                Err(inv) => &inv.metadata,
+            };
+            ctx.forget(&format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or(""),
+                meta.name.as_deref().unwrap_or("")
+            ));
+            None
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 /// Drop metadata the operator never reads from cached CRs.
 pub fn strip_unused_metadata(obj: &mut Guarded) {
     let meta = match &mut obj.0 {
@@ -85,11 +106,12 @@ pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, sh
 
     // The CR cache drops managedFields and the last-applied annotation: they are large and unused.
     let (store, writer) = reflector::store();
+    let on_event = ctx.clone();
     let main = watcher(connectors, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip_unused_metadata)
         .reflect(writer)
-        .touched_objects();
+        .try_filter_map(move |ev| future::ready(Ok(to_reconcile(&on_event, ev))));
     let controller = Controller::for_stream(main, store.clone());
     let scope = ns.unwrap_or("<all>").to_string();
     controller

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "lumenore.io";
 /// Field manager used for every server-side apply.
 pub const MANAGER: &str = "lumenore-operator";
+/// Field manager that keeps a Deployment's `spec.replicas` when the operator stops setting it
+/// (`spec.replicas` removed to let a HorizontalPodAutoscaler own the count).
+pub const REPLICAS_HANDOVER_MANAGER: &str = "lumenore-operator-replicas-handover";
 
 /// Desired state of one tenant's connector: where it runs, which Lumenore server it talks to, which
 /// Secret holds its credentials, and how callers are authenticated and rate limited.
@@ -79,13 +82,15 @@ pub const MANAGER: &str = "lumenore-operator";
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+// The name becomes the Service's name (a DNS-1035 label) and a label value (at most 63 characters).
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the connector's Service)"))]
 #[x_kube(validation = Rule::new("self.backend != 'lumenore' || has(self.credentials)").message("credentials are required when backend is lumenore").field_path(".credentials"))]
 #[serde(rename_all = "camelCase")]
 pub struct LumenoreConnectorSpec {
     /// Tenant identifier: a DNS label (lowercase letters, digits and '-', at most 63 characters). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("tenant is immutable"))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("tenant must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub tenant: String,
 
     /// Cloud and region the connector must run in; its pods are pinned to nodes of that region. Immutable.
@@ -158,8 +163,11 @@ fn default_server_url() -> String {
 pub struct Region {
     /// Cloud provider: aws, azure, gcp or oci.
     pub cloud: Cloud,
-    /// Region name as in the node label `topology.kubernetes.io/region` (e.g. `eu-west-1`).
-    #[schemars(length(min = 1, max = 63))]
+    /// Region name as in the node label `topology.kubernetes.io/region` (e.g. `eu-west-1`); a label value.
+    #[schemars(
+        length(min = 1, max = 63),
+        pattern(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     pub name: String,
 }
 
@@ -401,21 +409,25 @@ pub struct OAuth {
     pub jwks_url: Option<String>,
 }
 
-/// Limits protecting the tenant's backend.
+/// Limits protecting the tenant's backend. Counts are `u32` in Rust but `int64` in the schema.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimits {
     /// Tool calls per minute allowed to one caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
+    // `format: uint32` is not an OpenAPI format: the API server warns about it on every CRD apply.
+    #[schemars(with = "Option<i64>")]
     pub per_caller_per_minute: Option<u32>,
     /// Tool calls per minute allowed to the whole tenant, per pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
+    #[schemars(with = "Option<i64>")]
     pub tenant_per_minute: Option<u32>,
     /// Maximum concurrent backend calls per pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
+    #[schemars(with = "Option<i64>")]
     pub max_concurrent_backend_calls: Option<u32>,
 }
 

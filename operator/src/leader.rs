@@ -1,11 +1,23 @@
-//! Leader election through a `coordination.k8s.io/v1` Lease (kube 5 has no helper for it).
+//! Leader election through a `coordination.k8s.io/v1` Lease.
 //!
 //! Same protocol as client-go: the holder renews `renewTime` every retry period; a candidate takes
-//! the Lease over only when its record has not changed for a whole lease duration *as observed on
-//! the candidate's own clock* (so clock skew between replicas does not matter). Writes use the
-//! Lease's resourceVersion (optimistic concurrency): two candidates can never both win.
+//! the Lease over only when its record has not changed for a whole lease duration — the Lease's own
+//! `leaseDurationSeconds`, as the holder wrote it — *as observed on the candidate's own clock* (so
+//! clock skew between replicas does not matter). Writes use the Lease's resourceVersion (optimistic
+//! concurrency): two candidates can never both win.
+//!
+//! Every attempt of the leader is bounded by its renew deadline: a renewal that hangs (a half-open
+//! connection, a stuck API server) ends leadership when the deadline passes, which is before any
+//! other candidate may take over (renew deadline < lease duration, counted from a renewal the
+//! others can only observe later).
+//!
+//! Why not a crate: kube-leader-election (0.44) needs kube 4; kube-lease-manager (0.13.1, kube 5)
+//! awaits its renewal patch without a time limit and judges expiry against the holder's
+//! `renewTime` on the local clock, so it has neither property above.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -49,8 +61,37 @@ fn record(lease: &Lease) -> Record {
     )
 }
 
+/// `spec.leaseDurationSeconds` of a Lease, when set and positive.
+pub fn lease_duration_of(lease: &Lease) -> Option<Duration> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s as u64))
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+impl LeaseConfig {
+    /// Check the timing rules of the election; the error names the setting and the rule.
+    pub fn check(&self) -> Result<(), String> {
+        if self.renew_deadline >= self.lease_duration {
+            return Err(format!(
+                "--renew-deadline-seconds ({:?}) must be shorter than --lease-duration-seconds ({:?}): the leader must stop before a standby may take over",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        if self.retry_period >= self.renew_deadline {
+            return Err(format!(
+                "--retry-period-seconds ({:?}) must be shorter than --renew-deadline-seconds ({:?}): the leader must get more than one renewal attempt",
+                self.retry_period, self.renew_deadline
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl LeaseLock {
@@ -114,7 +155,9 @@ impl LeaseLock {
         }
         let ours = rec.0.as_deref() == Some(self.config.identity.as_str());
         let observed_at = self.observed.as_ref().map(|(_, t)| *t).unwrap_or(now);
-        let expired = rec.0.is_none() || now.duration_since(observed_at) >= self.config.lease_duration;
+        // The holder's promise is the duration it wrote, not ours (replicas may be configured apart).
+        let duration = lease_duration_of(&lease).unwrap_or(self.config.lease_duration);
+        let expired = rec.0.is_none() || now.duration_since(observed_at) >= duration;
         if !ours && !expired {
             return Ok(false);
         }
@@ -140,6 +183,11 @@ impl LeaseLock {
             .is_some_and(|t| t.elapsed() < self.config.renew_deadline)
     }
 
+    /// When leadership ends without another successful renewal.
+    pub fn renew_deadline(&self) -> Option<Instant> {
+        self.last_renewal.map(|t| t + self.config.renew_deadline)
+    }
+
     /// Give the Lease up (on shutdown) so a standby takes over at once.
     pub async fn release(&mut self) -> Result<(), kube::Error> {
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
@@ -161,8 +209,9 @@ impl LeaseLock {
 }
 
 /// Run the election until `cancel`; `leader` says whether this replica leads. Leadership is lost when
-/// another holder appears or no renewal succeeded within the renew deadline. On cancel the Lease is
-/// released if held.
+/// another holder appears, or when no renewal succeeded within the renew deadline — also when the
+/// attempt itself hangs: a leader's attempt is cut off at its deadline, a standby's after one renew
+/// deadline. On cancel the Lease is released if held.
 pub async fn run(
     mut lock: LeaseLock,
     leader: watch::Sender<bool>,
@@ -170,22 +219,40 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     loop {
-        let result = lock.try_acquire_or_renew().await;
-        let _ = api_ok.send(result.is_ok());
+        let leading_now = *leader.borrow();
+        let deadline = match lock.renew_deadline() {
+            Some(d) if leading_now => d,
+            _ => Instant::now() + lock.config.renew_deadline,
+        };
+        let result = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = tokio::time::timeout_at(deadline, lock.try_acquire_or_renew()) => r,
+        };
+        let _ = api_ok.send(matches!(result, Ok(Ok(_))));
         let leading = match result {
-            Ok(held) => held,
-            Err(e) => {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "lease renewal failed");
-                *leader.borrow() && lock.within_renew_deadline()
+                leading_now && lock.within_renew_deadline()
+            }
+            Err(_) => {
+                tracing::warn!("lease renewal did not answer before the renew deadline");
+                false
             }
         };
-        if leading != *leader.borrow() {
+        if leading != leading_now {
             tracing::info!(leading, identity = %lock.config.identity, "leadership changed");
             let _ = leader.send(leading);
         }
+        // A leader sleeps no further than its deadline: losing it must be noticed on time.
+        let wake = Instant::now() + lock.config.retry_period;
+        let wake = match lock.renew_deadline() {
+            Some(d) if leading => wake.min(d),
+            _ => wake,
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(lock.config.retry_period) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
     if *leader.borrow() {

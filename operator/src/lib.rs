@@ -2,6 +2,7 @@
 //! connector deployments.
 
 pub mod builders;
+pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;

@@ -79,6 +79,12 @@ struct RunArgs {
     /// Seconds between lease attempts.
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+    /// Namespace whose pods (e.g. Prometheus) may scrape the connectors' /metrics through their NetworkPolicy.
+    #[arg(long, env = "LUMENORE_MONITORING_NAMESPACE")]
+    monitoring_namespace: Option<String>,
+    /// Time limit of every Kubernetes API request, in seconds.
+    #[arg(long, env = "LUMENORE_API_TIMEOUT_SECONDS", default_value_t = 30)]
+    api_timeout_seconds: u64,
     /// Longest time allowed for a graceful shutdown after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 20)]
     shutdown_timeout_seconds: u64,
@@ -146,17 +152,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let client = kube::Client::try_default()
+    let lease_config = LeaseConfig {
+        namespace: args.leader_election_namespace.clone(),
+        name: args.leader_election_lease.clone(),
+        identity: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("lumenore-operator-{}", std::process::id())),
+        lease_duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
+        retry_period: Duration::from_secs(args.retry_period_seconds),
+    };
+    if args.leader_elect {
+        lease_config.check().map_err(anyhow::Error::msg)?;
+    }
+    let client = lumenore_operator::client::build(Duration::from_secs(args.api_timeout_seconds.max(1)))
         .await
         .context("creating the Kubernetes client (in-cluster config or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::new());
-    let config = OperatorConfig::new(
+    let mut config = OperatorConfig::new(
         ClusterIdentity {
             cloud: args.cluster_cloud,
             region: args.cluster_region.clone(),
         },
         args.connector_image.clone(),
     );
+    config.monitoring_namespace = args.monitoring_namespace.clone().filter(|n| !n.is_empty());
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
 
     let shutdown = CancellationToken::new();
@@ -188,21 +209,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let controllers_stop = shutdown.child_token();
     let mut lost_leadership = false;
     let election = if args.leader_elect {
-        let identity = std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| format!("lumenore-operator-{}", std::process::id()));
-        let lock = LeaseLock::new(
-            client.clone(),
-            LeaseConfig {
-                namespace: args.leader_election_namespace.clone(),
-                name: args.leader_election_lease.clone(),
-                identity,
-                lease_duration: Duration::from_secs(args.lease_duration_seconds),
-                renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
-                retry_period: Duration::from_secs(args.retry_period_seconds),
-            },
-        );
+        let lock = LeaseLock::new(client.clone(), lease_config);
         let (leader_tx, mut leader_rx) = watch::channel(false);
         // observe: lumenore_operator_leader follows the election.
         let stages = ctx.clone();
@@ -218,21 +225,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if !shutdown.is_cancelled() {
             tracing::info!("leading: starting controllers");
             let stop = controllers_stop.clone();
+            let lost = CancellationToken::new();
             let mut rx = leader_rx.clone();
-            let lost = tokio::spawn(async move {
-                tokio::select! {
-                    r = rx.wait_for(|l| !*l) => { if r.is_ok() { stop.cancel(); return true; } false }
-                    _ = stop.cancelled() => false,
-                }
-            });
+            let watch_lost = {
+                let lost = lost.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = rx.wait_for(|l| !*l) => { if r.is_ok() { lost.cancel(); } }
+                        _ = stop.cancelled() => {}
+                    }
+                })
+            };
             run_bounded(
                 controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
                 &controllers_stop,
                 &shutdown,
+                &lost,
                 args.shutdown_timeout_seconds,
             )
             .await;
-            lost_leadership = lost.await.unwrap_or(false);
+            controllers_stop.cancel();
+            let _ = watch_lost.await;
+            lost_leadership = lost.is_cancelled();
         }
         election_stop.cancel();
         Some(handle)
@@ -248,6 +262,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
             &controllers_stop,
             &shutdown,
+            &CancellationToken::new(),
             args.shutdown_timeout_seconds,
         )
         .await;
@@ -273,15 +288,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Run the controllers; once a stop is requested, give them `timeout_secs` to finish, then abandon
 /// them (a kube-runtime controller was seen to hang on shutdown with the API server unreachable).
+/// When leadership is `lost`, they are dropped at once, in-flight reconciles included: another
+/// replica may lead from now on.
 async fn run_bounded(
     fut: impl std::future::Future<Output = ()>,
     stop: &CancellationToken,
     shutdown: &CancellationToken,
+    lost: &CancellationToken,
     timeout_secs: u64,
 ) {
     tokio::pin!(fut);
     tokio::select! {
         _ = &mut fut => return,
+        _ = lost.cancelled() => {
+            tracing::warn!("leadership lost: controllers stopped");
+            return;
+        }
         _ = stop.cancelled() => {}
         _ = shutdown.cancelled() => { stop.cancel(); }
     }

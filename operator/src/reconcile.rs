@@ -23,11 +23,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::builders::{self, BuildInputs};
-use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER};
+use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER, REPLICAS_HANDOVER_MANAGER};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::observe::{self, Stage};
-use crate::status::{self, DeploymentObservation, Outcome};
+use crate::status::{self, ApplyFailure, DeploymentObservation, Outcome};
 use crate::validate::{self, ClusterIdentity, Rejection};
 
 /// The object type the controller watches: a CR that may fail to deserialize.
@@ -45,6 +45,11 @@ pub struct OperatorConfig {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// How long a missing Secret or key is waited for (`Reconciling`) before the connector is
+    /// reported `Stalled` (a person must create it).
+    pub secret_grace: Duration,
+    /// Namespace allowed to scrape the connectors' `/metrics` through their NetworkPolicy.
+    pub monitoring_namespace: Option<String>,
 }
 
 impl OperatorConfig {
@@ -59,6 +64,8 @@ impl OperatorConfig {
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            secret_grace: Duration::from_secs(300),
+            monitoring_namespace: None,
         }
     }
 }
@@ -73,6 +80,9 @@ pub struct Context {
     /// Conditions this operator last wrote, per object: the cached CR may not show our own last
     /// status write yet, and Events must not repeat because of that.
     written: Mutex<HashMap<String, Vec<Condition>>>,
+    /// Whether the operator's field manager owned the Deployment's `spec.replicas` after its last
+    /// apply (unknown after a restart: then the live Deployment is read once).
+    replicas_owned: Mutex<HashMap<String, bool>>,
 }
 
 impl Context {
@@ -84,7 +94,26 @@ impl Context {
             event_seq: AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            replicas_owned: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forget everything kept for object `key` (it was deleted): its gauges, backoff count,
+    /// remembered conditions and replicas ownership.
+    pub fn forget(&self, key: &str) {
+        self.metrics.set_conditions(key, None);
+        self.metrics.stages.set_conditions(key, None);
+        self.remember_conditions(key, None);
+        lock(&self.failures).remove(key);
+        lock(&self.replicas_owned).remove(key);
+    }
+
+    /// Number of objects with per-object state kept in memory (for leak checks).
+    pub fn tracked_objects(&self) -> usize {
+        let mut keys: std::collections::HashSet<String> = lock(&self.written).keys().cloned().collect();
+        keys.extend(lock(&self.failures).keys().cloned());
+        keys.extend(lock(&self.replicas_owned).keys().cloned());
+        keys.len()
     }
 
     /// Consecutive failures recorded for `key`.
@@ -116,27 +145,75 @@ impl Context {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A reconcile failure; the object is retried with per-object exponential backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
+    /// Writing a child failed (reported in the status as `ApplyFailed` before retrying).
+    #[error("applying the {kind} failed: {source}")]
+    Apply {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn kube_reason(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            409 => "Conflict",
+            404 => "NotFound",
+            403 => "Forbidden",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            500..=599 => "ServerError",
+            _ => "ApiError",
+        },
+        _ => "Transport",
+    }
 }
 
 impl Error {
     /// Low-cardinality reason, used as metric label.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(s)) => match s.code {
-                409 => "Conflict",
-                404 => "NotFound",
-                403 => "Forbidden",
-                422 => "Invalid",
-                429 => "TooManyRequests",
-                500..=599 => "ServerError",
-                _ => "ApiError",
-            },
-            Error::Kube(_) => "Transport",
+            Error::Kube(e) | Error::Apply { source: e, .. } => kube_reason(e),
+        }
+    }
+}
+
+/// A child write that failed, with the child's kind.
+struct ChildError {
+    kind: &'static str,
+    source: kube::Error,
+}
+
+trait ChildContext<T> {
+    fn child(self, kind: &'static str) -> Result<T, ChildError>;
+}
+
+impl<T> ChildContext<T> for Result<T, kube::Error> {
+    fn child(self, kind: &'static str) -> Result<T, ChildError> {
+        self.map_err(|source| ChildError { kind, source })
+    }
+}
+
+impl ChildError {
+    /// The failure as the status reports it: the API's own message (names and rules, no user data).
+    fn failure(&self) -> ApplyFailure {
+        let (code, message) = match &self.source {
+            kube::Error::Api(s) => (Some(s.code), s.message.clone()),
+            other => (None, other.to_string()),
+        };
+        ApplyFailure {
+            kind: self.kind,
+            code,
+            message: truncate(message, 700),
         }
     }
 }
@@ -175,10 +252,7 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         Err(inv) => key_of(&inv.metadata),
     };
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        lock(&ctx.failures).remove(&key);
     }
     result
 }
@@ -211,9 +285,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     let key = key_of(&lc.metadata);
     if lc.metadata.deletion_timestamp.is_some() {
         // Children carry controller owner references: the garbage collector removes them.
-        ctx.metrics.set_conditions(&key, None);
-        ctx.metrics.stages.set_conditions(&key, None);
-        ctx.remember_conditions(&key, None);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
     let ns = lc.namespace().unwrap_or_else(|| "default".into());
@@ -235,24 +307,20 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     observe::stage(&ctx.metrics.stages, Stage::read_inputs);
     let inputs = inputs::read_inputs(client, lc).await?;
     if let Some(problem) = inputs.problem {
-        let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
-            .get_opt(&builders::child_name(lc))
-            .await?
-            .map(|d| DeploymentObservation::from_deployment(&d));
+        let deployment = observe_deployment(client, &ns, &builders::child_name(lc)).await?;
+        let (stalled, wait) = secret_wait(ctx, &key, lc, problem.reason());
+        let outcome = Outcome::SecretProblem {
+            accepted,
+            problem,
+            deployment,
+            stalled,
+        };
         observe::stage(&ctx.metrics.stages, Stage::status);
-        write_status(
-            lc,
-            ctx,
-            Outcome::SecretProblem {
-                accepted,
-                problem,
-                deployment,
-            },
-            None,
-        )
-        .await?;
-        // The Secret watch triggers a reconcile when it appears; the resync is a safety net.
-        return Ok(Action::requeue(ctx.config.resync));
+        write_status(lc, ctx, outcome, None).await?;
+        // The Secret watch triggers a reconcile when it appears; the requeue marks the end of the grace.
+        return Ok(Action::requeue(
+            wait.unwrap_or(ctx.config.resync).min(ctx.config.resync),
+        ));
     }
 
     // 3. build children (pure)
@@ -262,32 +330,16 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
         &BuildInputs {
             default_image: ctx.config.default_image.clone(),
             credentials_hash: inputs.credentials_hash,
+            monitoring_namespace: ctx.config.monitoring_namespace.clone(),
         },
     );
 
     // 4. apply, and remove what the spec no longer asks for
     observe::stage(&ctx.metrics.stages, Stage::apply);
-    let uid = lc.metadata.uid.clone().unwrap_or_default();
-    let name = builders::child_name(lc);
-    apply(client, &ns, &children.service_account).await?;
-    apply(client, &ns, &children.service).await?;
-    match &children.network_policy {
-        Some(np) => {
-            apply(client, &ns, np).await?;
-        }
-        None => {
-            prune::<NetworkPolicy>(client, &ns, &name, &uid).await?;
-        }
-    }
-    match &children.pod_disruption_budget {
-        Some(pdb) => {
-            apply(client, &ns, pdb).await?;
-        }
-        None => {
-            prune::<PodDisruptionBudget>(client, &ns, &name, &uid).await?;
-        }
-    }
-    let deployment = apply(client, &ns, &children.deployment).await?;
+    let deployment = match apply_children(ctx, lc, &ns, &children).await {
+        Ok(d) => d,
+        Err(failed) => return report_apply_failure(lc, ctx, &ns, accepted, failed).await,
+    };
 
     // 5. status
     observe::stage(&ctx.metrics.stages, Stage::status);
@@ -300,6 +352,163 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     };
     write_status(lc, ctx, outcome, Some(&observation)).await?;
     Ok(Action::requeue(ctx.config.resync))
+}
+
+async fn observe_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<DeploymentObservation>, kube::Error> {
+    Ok(Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .map(|d| DeploymentObservation::from_deployment(&d)))
+}
+
+/// Whether a missing Secret (reason `reason`) has outlasted the grace period, and how long is left
+/// of it. The wait started when `Reconciling` last turned True for this reason.
+fn secret_wait(ctx: &Context, key: &str, lc: &LumenoreConnector, reason: &str) -> (bool, Option<Duration>) {
+    let previous = ctx.previous_conditions(
+        key,
+        lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]),
+    );
+    let same = |t: &str| {
+        previous
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True" && c.reason == reason)
+    };
+    if same(status::STALLED).is_some() {
+        return (true, None);
+    }
+    let Some(waiting) = same(status::RECONCILING) else {
+        return (false, Some(ctx.config.secret_grace));
+    };
+    let elapsed = now().0.as_second() - waiting.last_transition_time.0.as_second();
+    let grace = ctx.config.secret_grace.as_secs() as i64;
+    if elapsed >= grace {
+        (true, None)
+    } else {
+        (false, Some(Duration::from_secs((grace - elapsed).max(1) as u64)))
+    }
+}
+
+/// Apply every child, prune the ones no longer asked for, and return the applied Deployment.
+async fn apply_children(
+    ctx: &Context,
+    lc: &LumenoreConnector,
+    ns: &str,
+    children: &builders::Children,
+) -> Result<Deployment, ChildError> {
+    let client = &ctx.client;
+    let uid = lc.metadata.uid.clone().unwrap_or_default();
+    let name = builders::child_name(lc);
+    apply(client, ns, &children.service_account)
+        .await
+        .child("ServiceAccount")?;
+    apply(client, ns, &children.service).await.child("Service")?;
+    match &children.network_policy {
+        Some(np) => apply(client, ns, np).await.map(drop),
+        None => prune::<NetworkPolicy>(client, ns, &name, &uid).await.map(drop),
+    }
+    .child("NetworkPolicy")?;
+    match &children.pod_disruption_budget {
+        Some(pdb) => apply(client, ns, pdb).await.map(drop),
+        None => prune::<PodDisruptionBudget>(client, ns, &name, &uid)
+            .await
+            .map(drop),
+    }
+    .child("PodDisruptionBudget")?;
+    let key = key_of(&lc.metadata);
+    if children.deployment.spec.replicas.is_none() {
+        hand_over_replicas(ctx, &key, ns, &name)
+            .await
+            .child("Deployment")?;
+    }
+    let deployment = apply(client, ns, &children.deployment)
+        .await
+        .child("Deployment")?;
+    lock(&ctx.replicas_owned).insert(key, owns_replicas(&deployment, MANAGER));
+    Ok(deployment)
+}
+
+/// Does `manager`'s server-side apply own `spec.replicas` of `d`?
+pub fn owns_replicas(d: &Deployment, manager: &str) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|e| {
+        e.manager.as_deref() == Some(manager)
+            && e.operation.as_deref() == Some("Apply")
+            && e.subresource.as_deref().unwrap_or("").is_empty()
+            && e.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
+    })
+}
+
+/// `spec.replicas` is no longer applied (left to an HPA): before the operator's apply drops the
+/// field, which would make the API server reset it to 1, a second field manager applies the live
+/// count, so the field stays when the operator lets go of it (the hand-over the server-side apply
+/// documentation describes). The HPA's next scale takes it over from there.
+async fn hand_over_replicas(ctx: &Context, key: &str, ns: &str, name: &str) -> Result<(), kube::Error> {
+    if lock(&ctx.replicas_owned).get(key) == Some(&false) {
+        return Ok(());
+    }
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(live) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if !owns_replicas(&live, MANAGER) {
+        return Ok(());
+    }
+    let Some(replicas) = live.spec.replicas else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({
+        "apiVersion": <Deployment as k8s_openapi::Resource>::API_VERSION,
+        "kind": <Deployment as k8s_openapi::Resource>::KIND,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    tracing::info!(object = %key, replicas, "spec.replicas handed over: the operator no longer sets it");
+    Ok(())
+}
+
+/// A child write failed: say so in the status (`Ready=False`, reason `ApplyFailed`, the API's
+/// message) and an Event, then fail the reconcile so it is retried with backoff.
+async fn report_apply_failure(
+    lc: &LumenoreConnector,
+    ctx: &Context,
+    ns: &str,
+    accepted: String,
+    failed: ChildError,
+) -> Result<Action, Error> {
+    let key = key_of(&lc.metadata);
+    let failure = failed.failure();
+    tracing::warn!(object = %key, child = failure.kind, code = ?failure.code, "applying a child failed");
+    // Best effort: the Deployment as it is, for the Available condition.
+    let deployment = observe_deployment(&ctx.client, ns, &builders::child_name(lc))
+        .await
+        .ok()
+        .flatten();
+    write_status(
+        lc,
+        ctx,
+        Outcome::ApplyFailed {
+            accepted,
+            failure,
+            deployment,
+        },
+        None,
+    )
+    .await?;
+    Err(Error::Apply {
+        kind: failed.kind,
+        source: failed.source,
+    })
 }
 
 /// Server-side apply `obj` with the operator's field manager, taking ownership of conflicting fields.
@@ -384,7 +593,9 @@ async fn write_status(
         _ => None,
     };
     let deployment = deployment.or(match &outcome {
-        Outcome::SecretProblem { deployment, .. } => deployment.as_ref(),
+        Outcome::SecretProblem { deployment, .. } | Outcome::ApplyFailed { deployment, .. } => {
+            deployment.as_ref()
+        }
         _ => None,
     });
     let key = key_of(&lc.metadata);
@@ -411,12 +622,22 @@ async fn write_status(
             "kind": LumenoreConnector::kind(&()),
             "status": new,
         });
-        api.patch_status(
-            &lc.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        match api
+            .patch_status(
+                &lc.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Deleted meanwhile: nothing to report on.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                ctx.forget(&key);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     ctx.metrics.set_conditions(
         &key,
@@ -441,11 +662,15 @@ async fn publish_transitions(
     old: &[Condition],
     new: &[Condition],
 ) {
-    for c in status::transitions(old, new) {
+    // Reconciling and Stalled repeat what Ready says: one Event per change is enough.
+    for c in status::transitions(old, new)
+        .into_iter()
+        .filter(|c| c.type_ != status::RECONCILING && c.type_ != status::STALLED)
+    {
         let warning = c.status == "False"
             && !matches!(
                 c.reason.as_str(),
-                "Suspended" | "RolloutInProgress" | "NotDeployed"
+                "Suspended" | "RolloutInProgress" | "NotDeployed" | "ScaledToZero"
             );
         let note = truncate(format!("{}={}: {}", c.type_, c.status, c.message), 1000);
         if let Err(e) = publish_event(ctx, reference, warning, &c.reason, note).await {
@@ -523,9 +748,7 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
     let ar = ApiResource::erase::<LumenoreConnector>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let Some(raw) = api.get_opt(&name).await? else {
-        ctx.metrics.set_conditions(&key, None);
-        ctx.metrics.stages.set_conditions(&key, None);
-        ctx.remember_conditions(&key, None);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     };
     let old: LumenoreConnectorStatus = raw

@@ -1,5 +1,10 @@
-//! Pure computation of the status conditions (`Accepted`, `Available`, `Ready`) and of the
-//! transitions that deserve an Event.
+//! Pure computation of the status conditions and of the transitions that deserve an Event.
+//!
+//! `Accepted`, `Available` and `Ready` are always written. For kstatus readers (Helm `--wait`, Flux
+//! without health expressions, kpt, Config Sync) `Reconciling` is present and True while a rollout or
+//! a retry is under way, and `Stalled` is present and True when a person must act (invalid spec,
+//! another region, a Secret still missing after the grace period, a write the API refuses); both are
+//! absent otherwise, as kstatus' convention for these "abnormal-true" conditions asks.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -10,6 +15,10 @@ use crate::validate::Rejection;
 pub const ACCEPTED: &str = "Accepted";
 pub const AVAILABLE: &str = "Available";
 pub const READY: &str = "Ready";
+/// kstatus: the operator is still working towards the desired state.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the operator cannot reach the desired state without a person.
+pub const STALLED: &str = "Stalled";
 
 /// What the connector Deployment looks like in the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,15 +77,43 @@ impl DeploymentObservation {
     }
 }
 
+/// A child write the API server (or an admission webhook, a policy engine, a quota) refused, or that
+/// did not get an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyFailure {
+    /// Kind of the child, e.g. `Service`.
+    pub kind: &'static str,
+    /// HTTP status of the refusal; `None` when no answer came (timeout, connection error).
+    pub code: Option<u16>,
+    /// The API's message (object names and rules, no user data).
+    pub message: String,
+}
+
+impl ApplyFailure {
+    /// A refusal that repeats until someone changes the spec or the policy (400, 403, 422 ...);
+    /// conflicts, throttling, server errors and timeouts are transient.
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self.code, Some(c) if (400..500).contains(&c) && c != 409 && c != 429)
+    }
+}
+
 /// The outcome of a reconcile, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Not deployed: invalid spec or another region.
     Rejected(Rejection),
     /// Accepted, but a referenced Secret or key is missing; the Deployment (if any) is left as it was.
+    /// `stalled` once the problem outlasted the grace period.
     SecretProblem {
         accepted: String,
         problem: SecretProblem,
+        deployment: Option<DeploymentObservation>,
+        stalled: bool,
+    },
+    /// Accepted, but writing a child failed; retried with backoff.
+    ApplyFailed {
+        accepted: String,
+        failure: ApplyFailure,
         deployment: Option<DeploymentObservation>,
     },
     /// Children applied.
@@ -137,7 +174,7 @@ fn available_cond(d: Option<&DeploymentObservation>, suspended: bool) -> CondSpe
     }
 }
 
-/// The three conditions for `outcome`.
+/// The conditions for `outcome`: Accepted, Available, Ready, then Reconciling and Stalled when True.
 pub fn conditions_for(outcome: &Outcome) -> Vec<CondSpec> {
     match outcome {
         Outcome::Rejected(r) => vec![
@@ -149,16 +186,50 @@ pub fn conditions_for(outcome: &Outcome) -> Vec<CondSpec> {
                 "the connector is not deployed by this operator",
             ),
             c(READY, false, r.reason(), r.message()),
+            c(STALLED, true, r.reason(), r.message()),
         ],
         Outcome::SecretProblem {
             accepted,
             problem,
             deployment,
+            stalled,
         } => vec![
             c(ACCEPTED, true, "Accepted", accepted.clone()),
             available_cond(deployment.as_ref(), false),
             c(READY, false, problem.reason(), problem.message()),
+            if *stalled {
+                c(STALLED, true, problem.reason(), problem.message())
+            } else {
+                c(
+                    RECONCILING,
+                    true,
+                    problem.reason(),
+                    format!("{}; waiting for it", problem.message()),
+                )
+            },
         ],
+        Outcome::ApplyFailed {
+            accepted,
+            failure,
+            deployment,
+        } => {
+            let message = format!("applying the {} failed: {}", failure.kind, failure.message);
+            vec![
+                c(ACCEPTED, true, "Accepted", accepted.clone()),
+                available_cond(deployment.as_ref(), false),
+                c(READY, false, "ApplyFailed", message.clone()),
+                if failure.needs_a_person() {
+                    c(STALLED, true, "ApplyFailed", message)
+                } else {
+                    c(
+                        RECONCILING,
+                        true,
+                        "ApplyFailed",
+                        format!("{message}; retrying with backoff"),
+                    )
+                },
+            ]
+        }
         Outcome::Deployed {
             accepted,
             deployment: d,
@@ -206,11 +277,23 @@ pub fn conditions_for(outcome: &Outcome) -> Vec<CondSpec> {
                     ),
                 )
             };
-            vec![
+            let progress = match ready.reason.as_str() {
+                "RolloutInProgress" => Some(c(RECONCILING, true, "RolloutInProgress", ready.message.clone())),
+                "ProgressDeadlineExceeded" => Some(c(
+                    STALLED,
+                    true,
+                    "ProgressDeadlineExceeded",
+                    ready.message.clone(),
+                )),
+                _ => None,
+            };
+            let mut out = vec![
                 c(ACCEPTED, true, "Accepted", accepted.clone()),
                 available_cond(Some(d), *suspended),
                 ready,
-            ]
+            ];
+            out.extend(progress);
+            out
         }
     }
 }

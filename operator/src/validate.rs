@@ -51,6 +51,22 @@ pub fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Is `s` a DNS-1035 label (at most 63 characters, starts with a letter)? Service names must be.
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// Is `s` a valid label value (at most 63 characters of `(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?`)?
+pub fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+}
+
 fn is_https_url(s: &str) -> bool {
     s.strip_prefix("https://")
         .map(|rest| {
@@ -64,14 +80,23 @@ fn is_https_url(s: &str) -> bool {
 pub fn validate(lc: &LumenoreConnector, cluster: &ClusterIdentity) -> Result<String, Rejection> {
     let spec = &lc.spec;
     let invalid = |m: String| Err(Rejection::InvalidSpec(m));
+    let name = lc.metadata.name.as_deref().unwrap_or("");
+    if !is_dns1035_label(name) {
+        return invalid(format!(
+            "metadata.name {name:?} is not a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters): it names the connector's Service; recreate the connector under a valid name"
+        ));
+    }
     if !is_dns_label(&spec.tenant) {
         return invalid(format!(
             "spec.tenant {:?} is not a DNS label (lowercase letters, digits and '-', at most 63 characters)",
             spec.tenant
         ));
     }
-    if spec.region.name.is_empty() {
-        return invalid("spec.region.name must not be empty".into());
+    if spec.region.name.is_empty() || !is_label_value(&spec.region.name) {
+        return invalid(format!(
+            "spec.region.name {:?} is not a label value (letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 characters)",
+            spec.region.name
+        ));
     }
     if spec.backend == Backend::Lumenore && !is_https_url(&spec.server_url) {
         return invalid("spec.serverUrl must be an https URL".into());

@@ -163,30 +163,10 @@ fn leads_serves_metrics_and_releases_the_lease_on_sigterm() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-                    let api = api.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-                        let ct = parts
-                            .headers
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let (code, out) =
-                            api.handle(&parts.method, parts.uri.path(), parts.uri.query(), &ct, &bytes);
-                        http::Response::builder()
-                            .status(code)
-                            .header(http::header::CONTENT_TYPE, "application/json")
-                            .body(axum::body::Body::from(out))
-                            .unwrap()
-                    }
-                });
                 let l = tokio::net::TcpListener::bind(("127.0.0.1", api_port))
                     .await
                     .unwrap();
-                axum::serve(l, app).await.unwrap();
+                api.serve(l).await;
             });
         });
     }

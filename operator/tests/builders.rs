@@ -15,6 +15,7 @@ fn build(lc: &LumenoreConnector) -> Children {
         &BuildInputs {
             default_image: "ghcr.io/lumenore/lumenore-connector:0.1.0".into(),
             credentials_hash: lc.spec.credentials.as_ref().map(|_| HASH.to_string()),
+            monitoring_namespace: None,
         },
     )
 }
@@ -310,4 +311,131 @@ fn children_are_controlled_by_the_cr() {
         assert_eq!(meta.namespace.as_deref(), Some("tenants"));
         assert_eq!(meta.name.as_deref(), Some("acme"));
     }
+}
+
+#[test]
+fn egress_ports_come_from_the_server_issuer_and_jwks_urls() {
+    let mut spec = minimal_spec();
+    spec["serverUrl"] = json!("https://acme.lumenore.example:8443/base");
+    spec["auth"] = json!({"mode": "oauth", "oauth": {
+        "issuer": "https://login.acme.example:9443/realms/acme",
+        "audience": "https://mcp.acme.example/mcp",
+        "jwksUrl": "https://keys.acme.example/jwks.json"}});
+    let c = build(&connector("tenants", "acme", spec));
+    let np = serde_json::to_value(c.network_policy.unwrap()).unwrap();
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8443}, {"protocol": "TCP", "port": 9443}])
+    );
+    // The hosts egressTo must cover, for the docs and for `kubectl describe`.
+    assert_eq!(
+        np["metadata"]["annotations"][builders::EGRESS_HOSTS_ANNOTATION],
+        "acme.lumenore.example:8443,keys.acme.example:443,login.acme.example:9443"
+    );
+    // Without OAuth the issuer's port is not opened.
+    let mut spec = minimal_spec();
+    spec["serverUrl"] = json!("https://acme.lumenore.example:8443");
+    let np =
+        serde_json::to_value(build(&connector("tenants", "acme", spec)).network_policy.unwrap()).unwrap();
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 8443}])
+    );
+}
+
+#[test]
+fn a_monitoring_namespace_may_reach_the_metrics_port() {
+    let lc = connector("tenants", "acme", minimal_spec());
+    let inputs = BuildInputs {
+        default_image: "img".into(),
+        credentials_hash: None,
+        monitoring_namespace: Some("monitoring".into()),
+    };
+    let np = serde_json::to_value(builders::build_children(&lc, &inputs).network_policy.unwrap()).unwrap();
+    assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        np["spec"]["ingress"][1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    assert_eq!(
+        np["spec"]["ingress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 8080}])
+    );
+    // Not configured: only the tenant's peers.
+    let np = serde_json::to_value(build(&lc).network_policy.unwrap()).unwrap();
+    assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_user_zone_spread_replaces_the_operators_instead_of_duplicating_it() {
+    let mut spec = minimal_spec();
+    spec["scheduling"] = json!({"topologySpreadConstraints": [
+        {"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"},
+        {"maxSkew": 3, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+    ]});
+    let lc = connector("tenants", "acme", spec);
+    let tsc = builders::topology_spread(&lc);
+    let keys: Vec<(String, String)> = tsc
+        .iter()
+        .map(|c| (c.topology_key.clone(), c.when_unsatisfiable.clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "topology.kubernetes.io/zone".to_string(),
+                "ScheduleAnyway".to_string()
+            ),
+            ("kubernetes.io/hostname".to_string(), "DoNotSchedule".to_string())
+        ],
+        "each (topologyKey, whenUnsatisfiable) once: the API server rejects duplicates"
+    );
+    assert_eq!(tsc[0].max_skew, 2, "the user's setting wins");
+    assert!(
+        tsc[0].label_selector.is_some(),
+        "and still selects the connector's pods"
+    );
+    assert_eq!(tsc[1].max_skew, 1);
+}
+
+/// Every environment variable the operator sets is one the connector's command line reads (its clap
+/// `env = "..."` attributes and the credential variables it reads directly), so the two cannot drift.
+#[test]
+fn every_env_var_set_on_the_connector_is_one_it_accepts() {
+    let source = include_str!("../../connector/src/config.rs");
+    let mut accepted: std::collections::BTreeSet<String> = source
+        .split("env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    // `pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";` and the like.
+    for line in source
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pub const ENV_"))
+    {
+        if let Some(v) = line.split('"').nth(1) {
+            accepted.insert(v.to_string());
+        }
+    }
+    assert!(
+        accepted.contains("LUMENORE_LISTEN") && accepted.contains("LUMENORE_SECRET"),
+        "{accepted:?}"
+    );
+
+    let mut oauth = oauth_suspended_spec();
+    oauth["rateLimits"] =
+        json!({"perCallerPerMinute": 1, "tenantPerMinute": 2, "maxConcurrentBackendCalls": 3});
+    oauth["network"]["allowedOrigins"] = json!(["https://chat.example.com"]);
+    let mut set = std::collections::BTreeSet::new();
+    for spec in [minimal_spec(), full_spec(), oauth, embedded_spec()] {
+        let lc = connector("tenants", "acme", spec);
+        for e in builders::connector_env(&lc) {
+            set.insert(e.name);
+        }
+    }
+    assert!(set.len() >= 18, "every option exercised: {set:?}");
+    let unknown: Vec<&String> = set.iter().filter(|n| !accepted.contains(*n)).collect();
+    assert!(unknown.is_empty(), "the connector does not read {unknown:?}");
 }

@@ -319,3 +319,69 @@ fn cel_auth_mode_needs_its_settings() {
     )
     .unwrap();
 }
+
+#[test]
+fn cel_rejects_names_the_children_cannot_carry() {
+    // The name becomes the Service's name (DNS-1035 label) and a label value (at most 63 characters).
+    let named = |n: &str| {
+        let mut o = object(good_spec());
+        o["metadata"]["name"] = json!(n);
+        o
+    };
+    for bad in ["acme.eu", "3m", &"a".repeat(64), "Acme", "acme-", "acme_eu"] {
+        let err = cel(&named(bad), None).unwrap_err();
+        assert!(err.contains("DNS-1035"), "{bad}: {err}");
+    }
+    for good in ["acme", "a", &"a".repeat(63), "acme-2"] {
+        cel(&named(good), None).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
+
+#[test]
+fn tenant_and_region_must_be_label_values() {
+    let s = schema();
+    let spec = &s["properties"]["spec"]["properties"];
+    let tenant = spec["tenant"]["pattern"].as_str().expect("tenant pattern");
+    let region = spec["region"]["properties"]["name"]["pattern"]
+        .as_str()
+        .expect("region pattern");
+    assert_eq!(tenant, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
+    // The label value regex of k8s.io/apimachinery, anchored (an empty region is refused by minLength).
+    assert_eq!(region, "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$");
+    assert_eq!(spec["region"]["properties"]["name"]["maxLength"], 63);
+}
+
+#[test]
+fn schema_uses_only_formats_the_api_server_knows() {
+    // Formats the API server's OpenAPI validation recognises (k8s.io/kube-openapi strfmt); any other
+    // one makes it warn on every apply of the CRD.
+    let known = [
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "binary",
+        "date",
+        "date-time",
+        "password",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "duration",
+    ];
+    let mut unknown = Vec::new();
+    walk("", &schema(), &mut |path, node| {
+        if let Some(f) = node.get("format").and_then(Value::as_str)
+            && !known.contains(&f)
+        {
+            unknown.push(format!("{path}: {f}"));
+        }
+    });
+    assert!(unknown.is_empty(), "{unknown:?}");
+}

@@ -72,7 +72,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Serve `api` over loopback HTTP on a thread of its own; returns the port.
+/// Serve `api` over loopback HTTP on a thread of its own (the fake's own server); returns the port.
 fn serve(api: FakeApi) -> u16 {
     let port = free_port();
     std::thread::spawn(move || {
@@ -81,28 +81,8 @@ fn serve(api: FakeApi) -> u16 {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-                let api = api.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-                    let ct = parts
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    let (code, out) =
-                        api.handle(&parts.method, parts.uri.path(), parts.uri.query(), &ct, &bytes);
-                    http::Response::builder()
-                        .status(code)
-                        .header(http::header::CONTENT_TYPE, "application/json")
-                        .body(axum::body::Body::from(out))
-                        .unwrap()
-                }
-            });
             let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-            axum::serve(l, app).await.unwrap();
+            api.serve(l).await;
         });
     });
     port

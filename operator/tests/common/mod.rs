@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod kstatus;
 
 use lumenore_operator::crd::LumenoreConnector;
 use serde_json::{Value, json};
