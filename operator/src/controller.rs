@@ -91,6 +91,7 @@ pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, sh
         .reflect(writer)
         .touched_objects();
     let controller = Controller::for_stream(main, store.clone());
+    let controller = crate::rollout::controller::wire_tenant_controller(controller, &ctx, store.clone());
     let scope = ns.unwrap_or("<all>").to_string();
     controller
         .owns_stream(deployments)

@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod rollout;
 pub mod server;
 pub mod status;
 pub mod validate;

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub failures: Family<ReasonLabels, Counter>,
     pub duration: Histogram,
     connectors: Family<ConditionLabels, Gauge>,
+    /// Tenants per connector version, fleet rollout phase.
+    pub fleet: crate::rollout::metrics::FleetMetrics,
     /// Last known condition statuses per object key, to keep `connectors` exact.
     known: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
@@ -62,7 +64,9 @@ impl Metrics {
             "LumenoreConnectors by condition and status",
             connectors.clone(),
         );
+        let fleet = crate::rollout::metrics::FleetMetrics::register(&mut registry);
         Metrics {
+            fleet,
             registry,
             reconciles,
             failures,

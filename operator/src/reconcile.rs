@@ -72,6 +72,8 @@ pub struct Context {
     /// Conditions this operator last wrote, per object: the cached CR may not show our own last
     /// status write yet, and Events must not repeat because of that.
     written: Mutex<HashMap<String, Vec<Condition>>>,
+    /// Fleet rollouts and tenant caches (the image each tenant should run).
+    pub fleet: Arc<crate::rollout::FleetView>,
 }
 
 impl Context {
@@ -83,6 +85,7 @@ impl Context {
             event_seq: AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            fleet: Arc::new(crate::rollout::FleetView::new()),
         }
     }
 
@@ -241,7 +244,8 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     let children = builders::build_children(
         lc,
         &BuildInputs {
-            default_image: ctx.config.default_image.clone(),
+            // The fleet rollout decides the image of every tenant that does not pin its own.
+            default_image: ctx.fleet.tenant_image(lc, &ctx.config.default_image).image,
             credentials_hash: inputs.credentials_hash,
         },
     );
@@ -347,6 +351,7 @@ fn outcome_status(
         ready_replicas: deployment.map(|d| d.ready),
         selector: Some(selector),
         endpoint,
+        connector: None,
     }
 }
 
@@ -371,13 +376,17 @@ async fn write_status(
         &key,
         lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]),
     );
-    let new = outcome_status(
+    let mut new = outcome_status(
         &old_conditions,
         &outcome,
         lc.metadata.generation,
         endpoint,
         deployment,
         builders::selector_string(lc),
+    );
+    new.connector = crate::rollout::fleet::connector_status(
+        &ctx.fleet.tenant_image(lc, &ctx.config.default_image),
+        deployment.and_then(|d| d.image.as_deref()),
     );
     let changed = lc.status.as_ref() != Some(&new);
     if changed {
