@@ -532,3 +532,62 @@ async fn a_broken_edit_mid_rollout_keeps_the_accepted_plan() {
     );
     assert_eq!(images(&api), before);
 }
+
+/// New output channels (rollout status, its Events, fleet metrics) carry names and reasons, never a
+/// Secret value: a canary tenant whose Secret lacks a key stalls the rollout, and the canary value
+/// stored in the same Secret appears nowhere.
+#[tokio::test]
+async fn a_stalled_rollout_reports_names_and_reasons_never_secret_values() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    const CANARY: &str = "s3cr3t-canary-9f27c1";
+    let api = fleet_api();
+    let mut lc = tenant("t-secret", &[("lumenore.io/ring", "canary")], None);
+    lc.spec.backend = lumenore_operator::crd::Backend::Lumenore;
+    lc.spec.credentials = Some(
+        serde_json::from_value(
+            json!({"secretName": "t-secret-creds", "clientIdKey": "id", "clientSecretKey": "secret"}),
+        )
+        .unwrap(),
+    );
+    api.put(&lc);
+    api.put(&Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("t-secret-creds".into()),
+            namespace: Some(TENANTS.into()),
+            ..Default::default()
+        },
+        data: Some([("id".to_string(), ByteString(CANARY.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    });
+    let clock = Clock::new();
+    let mut op = Fleet::start(&api, &clock);
+    api.put(&rollout("connector-0-2", waves_spec()));
+    let mut ticks = 0;
+    while op.rollout_phase() != Some(Phase::Stalled) {
+        op.tick(&clock, &[], 30).await;
+        ticks += 1;
+        assert!(ticks < 20, "{:#?}", op.rollout("connector-0-2").status);
+    }
+    let st = op.rollout("connector-0-2").status.unwrap();
+    let failed = st
+        .failed_tenants
+        .iter()
+        .find(|f| f.tenant == "tenants/t-secret")
+        .expect("t-secret listed");
+    assert_eq!(failed.reason, "NotUpdated");
+    assert!(failed.message.contains("SecretKeyMissing"), "{failed:?}");
+    let outputs = [
+        serde_json::to_string(&st).unwrap(),
+        serde_json::to_string(&api.events(OPS)).unwrap(),
+        op.ctx.metrics.encode(),
+    ];
+    for out in &outputs {
+        assert!(!out.contains(CANARY), "a Secret value leaked: {out}");
+    }
+    assert!(outputs[0].contains("t-secret") && outputs[1].contains("t-secret"));
+    assert!(
+        !outputs[2].contains("t-secret"),
+        "tenant names are not metric labels"
+    );
+}
