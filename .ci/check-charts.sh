@@ -55,6 +55,21 @@ if "$PY" .ci/k8s_manifests.py crd-equal "$CRD" "$work/crd-rendered.yaml" >"$work
 else
   fail "rendered CRD differs from $CRD"; indent <"$work/crd-eq.log"
 fi
+# The LumenoreFleetRollout CRD: the same copy rule.
+ROLLOUT_CRD=crds/lumenore.io_lumenorefleetrollouts.yaml
+CHART_ROLLOUT_CRD=$CHART/files/crds/lumenore.io_lumenorefleetrollouts.yaml
+if cmp -s "$ROLLOUT_CRD" "$CHART_ROLLOUT_CRD"; then
+  pass "$CHART_ROLLOUT_CRD is byte-identical to $ROLLOUT_CRD"
+else
+  fail "$CHART_ROLLOUT_CRD differs from $ROLLOUT_CRD: run .ci/sync-chart-crd.sh"
+fi
+helm template "$RELEASE" "$CHART" -n "$NS" --show-only templates/crd-fleetrollouts.yaml >"$work/rollout-crd-rendered.yaml"
+if "$PY" .ci/k8s_manifests.py crd-equal "$ROLLOUT_CRD" "$work/rollout-crd-rendered.yaml" >"$work/crd-eq.log" 2>&1 \
+   && grep -q 'helm.sh/resource-policy: keep' "$work/rollout-crd-rendered.yaml"; then
+  pass "rendered LumenoreFleetRollout CRD equals $ROLLOUT_CRD and carries the keep annotation"
+else
+  fail "rendered LumenoreFleetRollout CRD differs from $ROLLOUT_CRD (or lacks the keep annotation)"; indent <"$work/crd-eq.log"
+fi
 if grep -q 'helm.sh/resource-policy: keep' "$work/crd-rendered.yaml"; then
   pass "rendered CRD carries helm.sh/resource-policy: keep"
 else
@@ -85,7 +100,7 @@ if helm package "$CHART" -d "$work/pkg" >"$work/pkg.log" 2>&1; then
   tgz=$(ls "$work"/pkg/*.tgz)
   listing=$(tar -tzf "$tgz")
   missing=""
-  for want in files/crds/lumenore.io_lumenoreconnectors.yaml values.schema.json templates/crds.yaml templates/NOTES.txt; do
+  for want in files/crds/lumenore.io_lumenoreconnectors.yaml files/crds/lumenore.io_lumenorefleetrollouts.yaml values.schema.json templates/crds.yaml templates/crd-fleetrollouts.yaml templates/NOTES.txt; do
     grep -qx "lumenore-operator/$want" <<<"$listing" || missing="$missing $want"
   done
   extra=$(grep -E '^lumenore-operator/(ci|tests)/' <<<"$listing" || true)
@@ -194,7 +209,7 @@ assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe
 assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 assert "--leader-elect=false" in c["args"] and kinds("Deployment")[0]["spec"]["strategy"]["type"] == "Recreate"
 assert [o["kind"] for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")] == ["ClusterRole", "ClusterRoleBinding"]
-assert not kinds("Lease") and not [r for r in kinds("Role")], "no leader-election Role with one replica"
+assert not kinds("Lease") and not [r for r in kinds("Role") if not r["metadata"]["name"].endswith("-fleet-rollouts")], "no leader-election Role with one replica"
 assert kinds("ServiceAccount")[0]["automountServiceAccountToken"] is False
 '
 assert_render "default: RBAC is least privilege (no wildcards, no secrets writes, delete only on networkpolicies/pdbs)" \
@@ -206,12 +221,22 @@ for r in rules:
     if "delete" in r["verbs"]: assert set(r["resources"]) <= {"networkpolicies", "poddisruptionbudgets"}, r
     assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
 '
+assert_render "default: fleet rollouts: a Role in the release namespace to read LumenoreFleetRollouts, patch their status and create Events (never write their spec)" \
+  "$work/render-default.yaml" '
+role = [r for r in kinds("Role") if r["metadata"]["name"].endswith("-fleet-rollouts")][0]
+assert role["metadata"]["namespace"] == "lumenore-system", role["metadata"]
+rules = {(g, res): sorted(r["verbs"]) for r in role["rules"] for g in r["apiGroups"] for res in r["resources"]}
+assert rules == {("lumenore.io", "lumenorefleetrollouts"): ["get", "list", "watch"], ("lumenore.io", "lumenorefleetrollouts/status"): ["patch"], ("events.k8s.io", "events"): ["create"]}, rules
+b = [r for r in kinds("RoleBinding") if r["metadata"]["name"].endswith("-fleet-rollouts")][0]
+assert b["roleRef"]["name"] == role["metadata"]["name"] and b["subjects"][0]["namespace"] == "lumenore-system"
+assert len([c for c in kinds("CustomResourceDefinition")]) == 2
+'
 assert_render "namespace-scoped: only Roles/RoleBindings (in tenants-eu, tenants-us; Lease Role in $NS), leader election on" \
   "$work/render-namespace-scoped.yaml" '
 assert not kinds("ClusterRole") and not kinds("ClusterRoleBinding"), "cluster-wide RBAC rendered"
 roles = sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in kinds("Role"))
-assert roles == [("lumenore-system", "lumenore-lumenore-operator-leader-election"), ("tenants-eu", "lumenore-lumenore-operator"), ("tenants-us", "lumenore-lumenore-operator")], roles
-assert len(kinds("RoleBinding")) == 3
+assert roles == [("lumenore-system", "lumenore-lumenore-operator-fleet-rollouts"), ("lumenore-system", "lumenore-lumenore-operator-leader-election"), ("tenants-eu", "lumenore-lumenore-operator"), ("tenants-us", "lumenore-lumenore-operator")], roles
+assert len(kinds("RoleBinding")) == 4
 c = kinds("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
 assert "--leader-elect=true" in c["args"] and "--watch-namespaces=tenants-eu,tenants-us" in c["args"], c["args"]
 assert "--cluster-cloud=aws" in c["args"] and "--cluster-region=eu-west-1" in c["args"], c["args"]

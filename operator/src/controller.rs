@@ -113,6 +113,7 @@ pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, sh
         .reflect(writer)
         .try_filter_map(move |ev| future::ready(Ok(to_reconcile(&on_event, ev))));
     let controller = Controller::for_stream(main, store.clone());
+    let controller = crate::rollout::controller::wire_tenant_controller(controller, &ctx, store.clone());
     let scope = ns.unwrap_or("<all>").to_string();
     controller
         .owns_stream(deployments)

@@ -74,6 +74,20 @@ pub const REPLICAS_HANDOVER_MANAGER: &str = "lumenore-operator-replicas-handover
         priority = 1
     ),
     printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.connector.version",
+        description = "Connector version (image tag) the Deployment runs",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Wave",
+        type_ = "string",
+        json_path = ".status.connector.wave",
+        description = "Fleet-rollout wave of this tenant",
+        priority = 1
+    ),
+    printcolumn(
         name = "Endpoint",
         type_ = "string",
         json_path = ".status.endpoint",
@@ -454,6 +468,9 @@ pub struct LumenoreConnectorStatus {
     /// In-cluster MCP endpoint, e.g. `http://NAME.NAMESPACE.svc:8080/mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The connector image the Deployment runs, its version and the fleet-rollout wave of this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<crate::rollout::crd::ConnectorImageStatus>,
 }
 
 impl LumenoreConnectorStatus {

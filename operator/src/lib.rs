@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod observe;
 pub mod otel;
 pub mod reconcile;
+pub mod rollout;
 pub mod server;
 pub mod status;
 pub mod validate;

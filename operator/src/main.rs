@@ -10,7 +10,7 @@ use lumenore_operator::leader::{LeaseConfig, LeaseLock};
 use lumenore_operator::metrics::Metrics;
 use lumenore_operator::reconcile::{Context, OperatorConfig};
 use lumenore_operator::validate::ClusterIdentity;
-use lumenore_operator::{controller, crdgen, leader, server};
+use lumenore_operator::{crdgen, leader, server};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -28,11 +28,14 @@ struct Cli {
 enum Command {
     /// Run the operator (the default).
     Run,
-    /// Print the CustomResourceDefinition YAML, or write it into a directory.
+    /// Print a CustomResourceDefinition YAML, or write every CRD into a directory.
     Crdgen {
-        /// Directory to write `lumenore.io_lumenoreconnectors.yaml` into; prints to stdout when absent.
+        /// Directory to write `lumenore.io_lumenoreconnectors.yaml` and `lumenore.io_lumenorefleetrollouts.yaml` into; prints to stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// CRD to print when `--out` is absent: `connector` (LumenoreConnector) or `fleet-rollout` (LumenoreFleetRollout).
+        #[arg(long, default_value = "connector", value_parser = ["connector", "fleet-rollout"])]
+        crd: String,
     },
 }
 
@@ -67,6 +70,9 @@ struct RunArgs {
     /// Namespace of the leader-election Lease (defaults to POD_NAMESPACE, then "default").
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
+    /// Namespace whose LumenoreFleetRollout governs the fleet (defaults to the operator's namespace, POD_NAMESPACE).
+    #[arg(long, env = "LUMENORE_ROLLOUT_NAMESPACE")]
+    rollout_namespace: Option<String>,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "lumenore-operator-leader")]
     leader_election_lease: String,
@@ -101,13 +107,18 @@ fn init_tracing(format: &str) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Crdgen { out: Some(dir) }) => {
-            let path = crdgen::write_crd(&dir)?;
-            eprintln!("wrote {}", path.display());
+        Some(Command::Crdgen { out: Some(dir), .. }) => {
+            for path in crdgen::write_crds(&dir)? {
+                eprintln!("wrote {}", path.display());
+            }
             Ok(())
         }
-        Some(Command::Crdgen { out: None }) => {
-            print!("{}", crdgen::crd_yaml()?);
+        Some(Command::Crdgen { out: None, crd }) => {
+            if crd == "fleet-rollout" {
+                print!("{}", crdgen::rollout_crd_yaml()?);
+            } else {
+                print!("{}", crdgen::crd_yaml()?);
+            }
             Ok(())
         }
         Some(Command::Run) | None => {
@@ -179,6 +190,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     config.monitoring_namespace = args.monitoring_namespace.clone().filter(|n| !n.is_empty());
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
+    let rollout_namespace = args
+        .rollout_namespace
+        .clone()
+        .unwrap_or_else(|| args.leader_election_namespace.clone());
 
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -237,7 +252,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 })
             };
             run_bounded(
-                controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
+                lumenore_operator::rollout::controller::run_all(
+                    ctx,
+                    namespaces,
+                    args.concurrency,
+                    rollout_namespace,
+                    controllers_stop.clone(),
+                ),
                 &controllers_stop,
                 &shutdown,
                 &lost,
@@ -259,7 +280,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = ready_tx.send(true);
         ctx.metrics.stages.leader.set(1); // observe: without election this replica always leads
         run_bounded(
-            controller::run(ctx, namespaces, args.concurrency, controllers_stop.clone()),
+            lumenore_operator::rollout::controller::run_all(
+                ctx,
+                namespaces,
+                args.concurrency,
+                rollout_namespace,
+                controllers_stop.clone(),
+            ),
             &controllers_stop,
             &shutdown,
             &CancellationToken::new(),

@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Leadership, errors and durations by stage, connectors by reason (see `observe`).
     pub stages: crate::observe::StageMetrics,
     connectors: Family<ConditionLabels, Gauge>,
+    /// Tenants per connector version, fleet rollout phase.
+    pub fleet: crate::rollout::metrics::FleetMetrics,
     /// Last known condition statuses per object key, to keep `connectors` exact.
     known: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
@@ -65,7 +67,9 @@ impl Metrics {
             connectors.clone(),
         );
         let stages = crate::observe::StageMetrics::register(&mut registry);
+        let fleet = crate::rollout::metrics::FleetMetrics::register(&mut registry);
         Metrics {
+            fleet,
             registry,
             reconciles,
             failures,

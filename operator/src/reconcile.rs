@@ -83,6 +83,8 @@ pub struct Context {
     /// Whether the operator's field manager owned the Deployment's `spec.replicas` after its last
     /// apply (unknown after a restart: then the live Deployment is read once).
     replicas_owned: Mutex<HashMap<String, bool>>,
+    /// Fleet rollouts and tenant caches (the image each tenant should run).
+    pub fleet: Arc<crate::rollout::FleetView>,
 }
 
 impl Context {
@@ -95,6 +97,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             replicas_owned: Mutex::new(HashMap::new()),
+            fleet: Arc::new(crate::rollout::FleetView::new()),
         }
     }
 
@@ -328,7 +331,8 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
     let children = builders::build_children(
         lc,
         &BuildInputs {
-            default_image: ctx.config.default_image.clone(),
+            // The fleet rollout decides the image of every tenant that does not pin its own.
+            default_image: ctx.fleet.tenant_image(lc, &ctx.config.default_image).image,
             credentials_hash: inputs.credentials_hash,
             monitoring_namespace: ctx.config.monitoring_namespace.clone(),
         },
@@ -577,6 +581,7 @@ fn outcome_status(
         ready_replicas: deployment.map(|d| d.ready),
         selector: Some(selector),
         endpoint,
+        connector: None,
     }
 }
 
@@ -603,13 +608,17 @@ async fn write_status(
         &key,
         lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]),
     );
-    let new = outcome_status(
+    let mut new = outcome_status(
         &old_conditions,
         &outcome,
         lc.metadata.generation,
         endpoint,
         deployment,
         builders::selector_string(lc),
+    );
+    new.connector = crate::rollout::fleet::connector_status(
+        &ctx.fleet.tenant_image(lc, &ctx.config.default_image),
+        deployment.and_then(|d| d.image.as_deref()),
     );
     let changed = lc.status.as_ref() != Some(&new);
     if changed {

@@ -35,6 +35,8 @@ pub struct DeploymentObservation {
     pub available_condition: bool,
     /// Deployment condition `Progressing` is False with ProgressDeadlineExceeded.
     pub deadline_exceeded: bool,
+    /// Image of the connector container.
+    pub image: Option<String>,
 }
 
 impl DeploymentObservation {
@@ -64,6 +66,13 @@ impl DeploymentObservation {
                     && c.status.as_deref() == Some("False")
                     && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
             }),
+            image: d
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|p| p.containers.iter().find(|c| c.name == "connector"))
+                .and_then(|c| c.image.clone()),
         }
     }
 
