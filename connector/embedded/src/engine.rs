@@ -200,7 +200,8 @@ impl Engine {
         };
         // A trace span (exported by the connector when tracing is on); no field: the question stays out.
         let _plan_span =
-            tracing::info_span!(target: "lumenore_embedded::otel", "engine.plan", otel.name = "engine plan").entered();
+            tracing::info_span!(target: "lumenore_embedded::otel", "engine.plan", otel.name = "engine plan")
+                .entered();
         let mut plan = nlq::parse(query, &ctx).map_err(|r| self.not_understood(ds, r.part, r.reason))?;
         route(&mut plan, tool).map_err(|(part, reason)| self.not_understood(ds, part, reason))?;
         // "how has revenue changed over time" as data: the series, not one total
