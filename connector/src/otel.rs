@@ -40,7 +40,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    auth::http::RpcPeek, backend::BackendError, http::body::RpcMessage, telemetry, telemetry::LogFormat,
+    auth::http::RpcPeek, http::body::RpcMessage, telemetry, telemetry::LogFormat,
 };
 
 /// Target of every span this module makes.
@@ -379,14 +379,20 @@ fn url_template(path: &str) -> String {
         .join("/")
 }
 
+/// The class of a failure, recorded as `error.type` (implemented by the backend's error type, so this module
+/// needs no import of the backend).
+pub trait ErrorClass {
+    fn class(&self) -> &'static str;
+}
+
 /// Run a backend HTTP exchange (with its retries) in a CLIENT span named `{method} {url.template}` (the API
 /// path with its variable segments replaced, see [`url_template`]). The failure's class becomes `error.type`.
-pub async fn backend_call<T>(
+pub async fn backend_call<T, E: ErrorClass>(
     method: &str,
     url: &url::Url,
     path: &str,
-    fut: impl Future<Output = Result<T, BackendError>>,
-) -> Result<T, BackendError> {
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     // Only within a traced MCP request: the readiness checks are not traced.
     if !enabled() || Span::current().is_disabled() {
         return fut.await;

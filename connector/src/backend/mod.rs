@@ -123,6 +123,12 @@ fn detail_suffix(detail: &Option<String>) -> String {
     }
 }
 
+impl crate::otel::ErrorClass for BackendError {
+    fn class(&self) -> &'static str {
+        BackendError::class(self)
+    }
+}
+
 impl BackendError {
     /// A fixed label for metrics.
     pub fn class(&self) -> &'static str {
