@@ -39,9 +39,7 @@ use tracing_subscriber::{
     EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
-use crate::{
-    auth::http::RpcPeek, http::body::RpcMessage, telemetry, telemetry::LogFormat,
-};
+use crate::{auth::http::RpcPeek, http::body::RpcMessage, telemetry, telemetry::LogFormat};
 
 /// Target of every span this module makes.
 pub const TARGET: &str = "lumenore_connector::otel";

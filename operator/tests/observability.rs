@@ -215,17 +215,26 @@ fn live_metrics_and_reconcile_traces_of_the_real_binary() {
     );
 
     // 1. Live metrics: wait until the failures, the retry's success and the refusal are counted.
-    let scrape = wait_until("the operator's metrics", Duration::from_secs(60), || {
-        let m = http_get(http, "/metrics")?;
-        let want = [
-            "lumenore_operator_leader 1",
-            r#"lumenore_operator_reconcile_errors_total{stage="apply",reason="ServerError"} 2"#,
-            r#"lumenore_operator_connector_conditions{condition="Accepted",status="False",reason="RegionMismatch"} 1"#,
-            r#"lumenore_operator_connector_conditions{condition="Accepted",status="True",reason="Accepted"} 1"#,
-            r#"lumenore_operator_reconcile_stage_duration_seconds_count{stage="status"}"#,
-        ];
-        want.iter().all(|w| m.contains(w)).then_some(m)
-    });
+    let want = [
+        "lumenore_operator_leader 1",
+        r#"lumenore_operator_reconcile_errors_total{stage="apply",reason="ServerError"} 2"#,
+        r#"lumenore_operator_connector_conditions{condition="Accepted",status="False",reason="RegionMismatch"} 1"#,
+        r#"lumenore_operator_connector_conditions{condition="Accepted",status="True",reason="Accepted"} 1"#,
+        r#"lumenore_operator_reconcile_stage_duration_seconds_count{stage="status"}"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scrape = loop {
+        let m = http_get(http, "/metrics").unwrap_or_default();
+        let missing: Vec<&str> = want.iter().copied().filter(|w| !m.contains(w)).collect();
+        if missing.is_empty() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the operator's metrics; missing {missing:#?}; last scrape:\n{m}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let file = std::env::temp_dir().join(format!("lumenore-obs-operator-{}.metrics", std::process::id()));
     std::fs::write(&file, &scrape).unwrap();
     let out = Command::new(&python)
