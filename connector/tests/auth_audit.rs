@@ -109,7 +109,8 @@ async fn every_tool_call_has_one_audit_line_with_the_caller_and_no_user_data() {
             rpc(
                 mcp,
                 Some(FULL_KEY),
-                &query_call("get_trend_data", json!(SCHEMA_ID.to_string()))
+                // A digit string is a valid schemaId since issue 16; a word is not.
+                &query_call("get_trend_data", json!(format!("schema {SCHEMA_ID}")))
             )
             .await
         ),
