@@ -1697,3 +1697,21 @@ fn q53_top_n_within_each_member() {
     }
     assert_eq!(got, expected);
 }
+
+/// A total over ranked members ("combined revenue of the top 3 regions") is one figure; the engine lists
+/// members, so it refuses rather than answer a different question. The ranking alone is still answered.
+#[test]
+fn q54_combined_total_of_the_top_members_is_refused_not_listed() {
+    for q in [
+        "combined revenue of the top 3 regions",
+        "what did the 5 best products sell altogether in 2025",
+    ] {
+        let (part, reason) = refused(q, 35403);
+        assert!(
+            ["combined", "altogether"].contains(&part.as_str()),
+            "{q}: refused on {part:?} ({reason})"
+        );
+    }
+    let ans = ask("top 3 regions by revenue", 35403);
+    assert_eq!(rows(&ans).len(), 3);
+}

@@ -159,5 +159,35 @@ pub fn scan(question: &str, ctx: &Ctx) -> Result<Vec<Piece>, Refusal> {
 /// Read a question into a plan.
 pub fn parse(question: &str, ctx: &Ctx) -> Result<Plan, Refusal> {
     let items = scan(question, ctx)?;
-    resolve::resolve(&items, ctx)
+    let plan = resolve::resolve(&items, ctx)?;
+    refuse_total_of_ranked_members(question, &plan)?;
+    Ok(plan)
+}
+
+/// Words asking for one figure over several members.
+const ONE_TOTAL_WORDS: [&str; 4] = ["combined", "altogether", "together", "collectively"];
+
+/// "combined revenue of the top 3 regions" asks for one number over the ranked members; the plan would list
+/// each member instead, a different question, so it is refused rather than answered.
+fn refuse_total_of_ranked_members(question: &str, plan: &Plan) -> Result<(), Refusal> {
+    if plan.limit.is_none() || plan.group_by.is_empty() {
+        return Ok(());
+    }
+    let lower = question.to_lowercase();
+    let word = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .find(|w| ONE_TOTAL_WORDS.contains(w));
+    match word {
+        Some(word) => refuse(
+            word.to_string(),
+            format!(
+                "'{word}' asks for one total over the top {} {}, which is not answered as one figure; \
+                 ask for the top {} (one row each) or for the total without a ranking",
+                plan.limit.unwrap_or_default(),
+                plan.group_by.join(", "),
+                plan.limit.unwrap_or_default(),
+            ),
+        ),
+        None => Ok(()),
+    }
 }
