@@ -91,7 +91,7 @@ fn serve(api: FakeApi) -> u16 {
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -184,6 +184,10 @@ fn live_metrics_and_reconcile_traces_of_the_real_binary() {
     )
     .unwrap();
     let http = free_port();
+    // The operator's own log, shown if the test times out (it carries names and reasons, no Secret data).
+    let operator_log_path =
+        std::env::temp_dir().join(format!("lumenore-obs-operator-{}.log", std::process::id()));
+    let operator_log = std::fs::File::create(&operator_log_path).expect("operator log file");
     let _op = Kill(
         Command::new(BIN)
             .args([
@@ -209,7 +213,7 @@ fn live_metrics_and_reconcile_traces_of_the_real_binary() {
             )
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(operator_log.try_clone().expect("log file handle")))
             .spawn()
             .expect("start the operator"),
     );
@@ -222,7 +226,7 @@ fn live_metrics_and_reconcile_traces_of_the_real_binary() {
         r#"lumenore_operator_connector_conditions{condition="Accepted",status="True",reason="Accepted"} 1"#,
         r#"lumenore_operator_reconcile_stage_duration_seconds_count{stage="status"}"#,
     ];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let scrape = loop {
         let m = http_get(http, "/metrics").unwrap_or_default();
         let missing: Vec<&str> = want.iter().copied().filter(|w| !m.contains(w)).collect();
@@ -231,7 +235,8 @@ fn live_metrics_and_reconcile_traces_of_the_real_binary() {
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for the operator's metrics; missing {missing:#?}; last scrape:\n{m}"
+            "timed out waiting for the operator's metrics; missing {missing:#?}; last scrape:\n{m}\noperator log:\n{}",
+            std::fs::read_to_string(&operator_log_path).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     };
