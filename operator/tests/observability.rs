@@ -74,14 +74,17 @@ fn free_port() -> u16 {
 
 /// Serve `api` over loopback HTTP on a thread of its own (the fake's own server); returns the port.
 fn serve(api: FakeApi) -> u16 {
-    let port = free_port();
+    // Bound here, before the operator starts, so its first API call never races the listener.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
             api.serve(l).await;
         });
     });

@@ -314,9 +314,22 @@ pub async fn run_all(
     let api: Api<LumenoreFleetRollout> = Api::namespaced(client.clone(), &rollout_namespace);
     // No CRD, no rollout can exist: tenants follow --connector-image. Any other failure holds the
     // tenants until the rollouts can be read.
-    if let Err(kube::Error::Api(s)) = api.list(&ListParams::default().limit(1)).await
-        && s.code == 404
-    {
+    // An unreachable API server says nothing about the CRD: ask again until the server answers (or the
+    // operator stops), so a start before the API server is reachable does not hold the tenants forever.
+    let probe = loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(status)) => break Some(status.code),
+            Ok(_) => break None,
+            Err(_) => {
+                tracing::warn!(namespace = %rollout_namespace, "cannot reach the API server to read fleet rollouts; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    if probe == Some(404) {
         tracing::warn!(
             namespace = %rollout_namespace,
             "the LumenoreFleetRollout CRD is not installed: fleet rollouts are off, tenants use --connector-image"
