@@ -153,9 +153,11 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    init_tracing(&args.log_format)?;
-    // One TLS crypto provider for the whole process (kube is built with ring).
+    // One TLS crypto provider for the whole process (kube is built with ring). Installed before tracing:
+    // the OTLP exporter builds its HTTP client on another thread at init, and that client panics without a
+    // provider (seen as a race in the observability test).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    init_tracing(&args.log_format)?;
 
     let namespaces: Vec<String> = args
         .watch_namespaces

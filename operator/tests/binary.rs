@@ -154,7 +154,10 @@ fn shutdown_is_bounded_when_the_api_server_is_unreachable() {
 fn leads_serves_metrics_and_releases_the_lease_on_sigterm() {
     // The in-memory API server, served over loopback HTTP.
     let api = FakeApi::new();
-    let api_port = free_port();
+    // Bound here, before any other port is chosen, so no later free_port() can hand out the same port.
+    let api_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    api_listener.set_nonblocking(true).unwrap();
+    let api_port = api_listener.local_addr().unwrap().port();
     {
         let api = api.clone();
         std::thread::spawn(move || {
@@ -163,9 +166,7 @@ fn leads_serves_metrics_and_releases_the_lease_on_sigterm() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind(("127.0.0.1", api_port))
-                    .await
-                    .unwrap();
+                let l = tokio::net::TcpListener::from_std(api_listener).unwrap();
                 api.serve(l).await;
             });
         });
