@@ -217,8 +217,14 @@ else
   else
     fail "GET /healthz -> $code"; tail -20 "$work/connector.log" | sed 's/^/        /'
   fi
-  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")
-  [[ "$code" == 200 ]] && pass "GET /readyz -> 200" || fail "GET /readyz -> $code"
+  # The port opens before the demo catalog is loaded; /readyz turns 200 once it is.
+  for ((i = 0; i < 600; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$PORT/readyz" || true)
+    [[ "$code" == 200 ]] && break
+    sleep 0.1
+  done
+  [[ "$code" == 200 ]] && pass "GET /readyz -> 200 ($(( ($(date +%s%N) - t0) / 1000000 )) ms after start)" \
+    || fail "GET /readyz -> $code"
   mcp() { # json-rpc body -> response body
     curl -s --max-time 10 -X POST "http://127.0.0.1:$PORT/mcp" \
       -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \

@@ -13,6 +13,12 @@
 //! compare allocators on the same binary), BENCH_RUST_LOG (default `warn`; `info` writes the audit line of
 //! every call to standard error, here /dev/null).
 //!
+//! `BENCH_MODE=burst`: instead, 1,000 clients (BENCH_CLIENTS), each on its own connection, make 3 calls
+//! each at once against a backend stand-in that answers after 50 ms (BENCH_BACKEND_DELAY_MS), twice; the
+//! connector's resident memory is printed before, at the peak, and every few seconds for 30 s after each
+//! burst (target: back under 40 MiB within 30 s). The connector's cap on concurrent backend calls is
+//! raised to the number of clients (BENCH_MAX_CONCURRENT_BACKEND_CALLS), so that every call is served.
+//!
 //! `BENCH_MODE=otel`: instead, the connector's CPU time per call (from /proc) with trace export off and on
 //! (OTLP/HTTP to a local sink), alternating runs of BENCH_CALLS (default 20000) calls each.
 
@@ -33,11 +39,21 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 async fn start_backend() -> String {
+    start_backend_with_delay(Duration::ZERO).await
+}
+
+/// The backend stand-in; every answer waits `delay` first (so that a burst's calls overlap).
+async fn start_backend_with_delay(delay: Duration) -> String {
     let answer = json!({"rows": [["North", 1250.5], ["South", 980.25], ["East", 875.0]], "columns": ["region", "revenue"]});
     let app = Router::new()
         .route(
             "/api/ai-engine/mcp/get-trend-data",
-            post(move || async move { Json(answer.clone()) }),
+            post(move || async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Json(answer.clone())
+            }),
         )
         .route(
             "/api/askme-manager/get-domain",
@@ -163,8 +179,10 @@ impl Drop for Connector {
 #[tokio::main]
 async fn main() {
     lumenore_connector::app::install_crypto_provider();
-    if std::env::var("BENCH_MODE").as_deref() == Ok("otel") {
-        return otel_mode().await;
+    match std::env::var("BENCH_MODE").as_deref() {
+        Ok("otel") => return otel_mode().await,
+        Ok("burst") => return burst_mode().await,
+        _ => {}
     }
     let calls = env_usize("BENCH_CALLS", 100_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
@@ -401,4 +419,135 @@ async fn otel_mode() {
         exports.load(Ordering::Relaxed),
         exported_bytes.load(Ordering::Relaxed) as f64 / 1024.0
     );
+}
+
+/// Memory after bursts of clients: RSS before, sampled peak, and over the 30 s after each burst.
+async fn burst_mode() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let clients = env_usize("BENCH_CLIENTS", 1000);
+    let backend_calls = env_usize("BENCH_MAX_CONCURRENT_BACKEND_CALLS", clients).to_string();
+    let delay = Duration::from_millis(env_usize("BENCH_BACKEND_DELAY_MS", 50) as u64);
+    let backend = start_backend_with_delay(delay).await;
+    let port = free_port();
+    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let preload = std::env::var("BENCH_PRELOAD").unwrap_or_default();
+    let child = Command::new(binary)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("LD_PRELOAD", &preload)
+        .env("SERVER_URL", &backend)
+        .env("LUMENORE_API_KEY", "bench-token")
+        .env("RUST_LOG", "warn")
+        // The burst is the point: no per-caller or tenant rate limit refuses part of it.
+        .env("LUMENORE_AUTH_MODE", "none")
+        .env("LUMENORE_ALLOW_UNAUTHENTICATED", "true")
+        // Every call of the burst served at once (the default cap, 64, answers the rest 429 at once).
+        .env("LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", &backend_calls)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn connector");
+    let connector = Connector(child);
+    let pid = connector.0.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = reqwest::Client::new();
+    while !matches!(probe.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mcp = format!("{base}/mcp");
+    let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
+    // A few calls first, so the idle figure includes what any first call sets up.
+    load(&probe, &mcp, body.clone(), &MCP_HEADERS, 64, 4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+    println!(
+        "lumenore-connector memory after bursts (BENCH_MODE=burst; {clients} clients x 3 calls, each client on its own connection, backend answers after {} ms, LUMENORE_MAX_CONCURRENT_BACKEND_CALLS={backend_calls})",
+        delay.as_millis()
+    );
+    println!("  idle before:           {:>7.1} MiB", mib(idle));
+    for round in 1..=2 {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampling = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(clients));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (mcp, body, barrier) = (mcp.clone(), body.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    // Its own client: its own connection.
+                    let client = reqwest::Client::builder()
+                        .pool_max_idle_per_host(1)
+                        .build()
+                        .unwrap();
+                    barrier.wait().await;
+                    let mut statuses = Vec::with_capacity(3);
+                    for _ in 0..3 {
+                        let mut request = client.post(&mcp).json(&*body);
+                        for (name, value) in MCP_HEADERS {
+                            request = request.header(name, value);
+                        }
+                        statuses.push(match request.send().await {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                match response.bytes().await {
+                                    Ok(_) => status,
+                                    Err(_) => 0,
+                                }
+                            }
+                            Err(_) => 0,
+                        });
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for task in tasks {
+            for status in task.await.unwrap_or_default() {
+                *statuses.entry(status).or_default() += 1;
+            }
+        }
+        let ok = statuses.get(&200).copied().unwrap_or(0);
+        let elapsed = started.elapsed();
+        sampling.abort();
+        println!(
+            "  burst {round}: {ok}/{} calls answered 200 in {:.2} s (HTTP status: count {statuses:?}, 0 = no answer); peak {:>7.1} MiB",
+            clients * 3,
+            elapsed.as_secs_f64(),
+            mib(peak.load(Ordering::Relaxed))
+        );
+        let after = Instant::now();
+        let mut line = String::from("    after the burst:");
+        for second in [1u64, 2, 5, 10, 20, 30] {
+            tokio::time::sleep_until((after + Duration::from_secs(second)).into()).await;
+            line.push_str(&format!(" {second}s {:.1}", mib(rss_kib(pid))));
+        }
+        let at_30 = rss_kib(pid);
+        println!("{line} MiB");
+        println!(
+            "    RSS 30 s after burst {round}: {:>7.1} MiB   target < 40 MiB ({})",
+            mib(at_30),
+            if mib(at_30) < 40.0 { "met" } else { "NOT met" }
+        );
+    }
+    if !preload.is_empty() {
+        println!("  connector started with LD_PRELOAD={preload}");
+    }
+}
+
+const MCP_HEADERS: [(&str, &str); 2] = [
+    ("accept", "application/json, text/event-stream"),
+    ("mcp-protocol-version", "2025-06-18"),
+];
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }

@@ -285,6 +285,39 @@ pub fn spawn_readiness_loop(app: &App, interval: Duration) -> tokio::task::JoinH
     })
 }
 
+/// The port while the backend loads: [`web::starting`]'s router, until [`Starting::finish`].
+pub struct Starting {
+    stop: CancellationToken,
+    accepting: tokio::task::JoinHandle<(tokio::net::TcpListener, web::listener::Connections)>,
+}
+
+/// Serves [`web::starting::router`] on `listener` until [`Starting::finish`].
+pub fn serve_starting(listener: tokio::net::TcpListener, config: &Config, metrics: &Metrics) -> Starting {
+    let stop = CancellationToken::new();
+    let accepting = tokio::spawn(web::listener::accept_until(
+        listener,
+        web::starting::router(&config.allowed_hosts),
+        config.http_settings().connections(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    Starting { stop, accepting }
+}
+
+impl Starting {
+    /// Stops accepting, closes the connections it served (their answers said `Connection: close`), and
+    /// returns the listener for the real router.
+    pub async fn finish(self) -> Result<tokio::net::TcpListener, String> {
+        self.stop.cancel();
+        let (listener, connections) = self
+            .accepting
+            .await
+            .map_err(|_| "the start-up listener stopped unexpectedly".to_string())?;
+        connections.close(Duration::from_secs(1)).await;
+        Ok(listener)
+    }
+}
+
 /// Serves until `stop` resolves, then drains: readiness turns false, new MCP requests get 503, the listener
 /// closes, and requests in flight (counted from their acceptance, uploads included) get up to `grace` to
 /// finish; then the MCP service is cancelled and the connections left are dropped.

@@ -15,6 +15,10 @@ use std::{
 
 use crate::{free_port, http_client, repo_root};
 
+/// The connector's `/readyz` reason while its backend loads (`http::starting::STARTING` in the connector;
+/// `e2e/tests/faults.rs` checks that the two agree).
+pub const STARTING: &str = "starting: loading the backend";
+
 /// Overrides the binary under test.
 pub const BIN_ENV: &str = "LUMENORE_CONNECTOR_BIN";
 
@@ -148,13 +152,13 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Starts the binary on a free port and waits until `/healthz` answers (up to 60 s).
+    /// Starts the binary on a free port and waits until it has started (up to 60 s): see [`Self::wait_started`].
     pub async fn start(spec: ConnectorSpec) -> Connector {
         let binary = connector_binary();
         let mut last_logs = String::new();
         for _ in 0..3 {
             let mut connector = Self::spawn_on(&binary, &spec, free_port());
-            match connector.wait_healthy(Duration::from_secs(60)).await {
+            match connector.wait_started(Duration::from_secs(60)).await {
                 Ok(_) => return connector,
                 Err(error) => {
                     // Most likely the port was taken between picking and binding it: try another one.
@@ -164,6 +168,11 @@ impl Connector {
             }
         }
         panic!("the connector did not become healthy:\n{last_logs}");
+    }
+
+    /// Starts the binary on a free port without waiting for anything.
+    pub fn spawn(spec: ConnectorSpec) -> Connector {
+        Self::spawn_on(&connector_binary(), &spec, free_port())
     }
 
     fn spawn_on(binary: &Path, spec: &ConnectorSpec, port: u16) -> Connector {
@@ -245,6 +254,36 @@ impl Connector {
 
     pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration, String> {
         self.wait_for("/healthz", timeout).await
+    }
+
+    /// Waits until the backend is loaded: the port opens at once and answers `/readyz` with the reason
+    /// "starting" until then; afterwards `/readyz` is 200, or 503 for another reason (a backend that is
+    /// unreachable on purpose), and `/mcp` serves.
+    pub async fn wait_started(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let client = http_client(Duration::from_secs(2));
+        let url = format!("{}/readyz", self.base);
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit() {
+                return Err(format!("the connector exited early with {status}"));
+            }
+            match client.get(&url).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    if status.is_success() || !body.contains(STARTING) {
+                        return Ok(self.spawned_at.elapsed());
+                    }
+                    last = format!("{status} {body}");
+                }
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(format!(
+            "not started within {timeout:?}; last /readyz answer: {last}"
+        ))
     }
 
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, String> {

@@ -1,5 +1,6 @@
 //! Faults around the real connector process: the backend down at start, the backend restarting under
-//! load, a client that disconnects mid-call, SIGTERM under load, and 1,000 concurrent clients.
+//! load, a client that disconnects mid-call, SIGTERM under load, 1,000 concurrent clients, and the port
+//! opening before the embedded catalog is loaded.
 //! Every loop is bounded in count and time; everything listens on loopback only.
 
 use std::{
@@ -11,10 +12,10 @@ use std::{
 };
 
 use lumenore_e2e::{
-    connector::{Connector, ConnectorSpec},
+    connector::{Connector, ConnectorSpec, STARTING},
     fake_backend::{FakeConfig, FakeLumenore},
     http_client,
-    mcp::{Outcome, call_tool},
+    mcp::{Outcome, call_tool, post, tool_call},
 };
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
@@ -471,4 +472,65 @@ async fn a_thousand_concurrent_clients_get_answers_and_memory_stays_bounded() {
     );
     let report = connector.stop(Duration::from_secs(20)).await;
     assert_eq!(report.status.code(), Some(0), "{}", report.logs);
+}
+
+/// The port opens before the embedded catalog is loaded: liveness answers at once, readiness says
+/// "starting", an MCP call is asked to retry (503, Retry-After), and once loaded the same client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_opens_before_the_embedded_catalog_is_loaded() {
+    let mut connector = Connector::spawn(ConnectorSpec::embedded());
+    let alive_after = connector
+        .wait_healthy(Duration::from_secs(60))
+        .await
+        .expect("/healthz");
+    let http = http_client(Duration::from_secs(5));
+    let readyz = http
+        .get(format!("{}/readyz", connector.base))
+        .send()
+        .await
+        .expect("/readyz");
+    let status = readyz.status().as_u16();
+    let reason = readyz.json::<serde_json::Value>().await.expect("JSON")["reason"].clone();
+    let call = http
+        .post(&connector.mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(&tool_call(1, "get_dataset_metadata", json!({})))
+        .send()
+        .await
+        .expect("/mcp");
+    let call_status = call.status().as_u16();
+    let retry_after = call
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap_or("").to_string());
+    let loaded_after = connector
+        .wait_started(Duration::from_secs(120))
+        .await
+        .expect("started");
+    println!(
+        "alive after {alive_after:?}, backend loaded after {loaded_after:?}; while loading: /readyz {status} {reason}, /mcp {call_status}"
+    );
+    // Loading the demo catalog takes far longer than the first /healthz poll, so the answers above were
+    // given while it loaded.
+    assert_eq!(
+        (status, reason.as_str()),
+        (503, Some(STARTING)),
+        "readiness while loading"
+    );
+    assert_eq!(
+        (call_status, retry_after.as_deref()),
+        (503, Some("1")),
+        "an MCP call while loading"
+    );
+    assert!(alive_after < loaded_after);
+    let (status, body) = post(
+        &http,
+        &connector.mcp,
+        &tool_call(2, "get_dataset_metadata", json!({})),
+    )
+    .await
+    .expect("call after loading");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(connector.readyz().await, 200);
 }

@@ -2,7 +2,7 @@
 //! idle timeouts ([`listener`]), the correlation id ([`correlation`]), the Host check of the operational
 //! routes ([`host`]), the drain counter ([`drain`]), then — after the caller was authenticated from the
 //! headers (`auth::http`) — the body guard that reads and parses the body once ([`body`]). JSON-RPC error
-//! answers and the strict parse live in [`jsonrpc`].
+//! answers and the strict parse live in [`jsonrpc`]. Until the backend is loaded the port serves [`starting`].
 
 pub mod body;
 pub mod correlation;
@@ -10,6 +10,7 @@ pub mod drain;
 pub mod host;
 pub mod jsonrpc;
 pub mod listener;
+pub mod starting;
 pub mod tracked;
 
 use std::time::Duration;
