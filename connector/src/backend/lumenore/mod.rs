@@ -16,6 +16,7 @@
 
 mod body;
 mod bounded;
+pub mod credentials;
 mod failure;
 mod login;
 
@@ -28,6 +29,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use url::Url;
 
+pub use self::credentials::Credentials;
 use self::{
     body::{BodyLimits, Chunks, Expect},
     failure::{AttemptError, Redactions, Timeouts},
@@ -35,7 +37,7 @@ use self::{
 };
 use super::{BackendError, ProgressSender, Readiness};
 use crate::{
-    config::{Credentials, ReadinessCheck},
+    config::ReadinessCheck,
     metrics::{ClassLabels, Metrics},
     tools::{
         ToolCall,
@@ -288,7 +290,7 @@ impl LumenoreBackend {
             Attempt::Done(answer) => return Ok(answer),
             Attempt::Unauthorized(detail) => detail,
         };
-        if !matches!(self.tokens.credentials(), Credentials::ClientCredentials { .. }) {
+        if !self.tokens.credentials().can_log_in() {
             return Err(BackendError::CredentialsRejected(detail));
         }
         let issued = match self.tokens.renew(&issued).await? {
