@@ -26,9 +26,9 @@ use crate::{
     backend::{
         Backend, Readiness,
         embedded::EmbeddedBackend,
-        lumenore::{ClientSettings, LumenoreBackend},
+        lumenore::{ClientSettings, Credentials, LumenoreBackend},
     },
-    config::{BackendKind, Config, Credentials},
+    config::{BackendKind, Config},
     http::{self as web, HttpSettings, body::BodyLimits, drain::Drain, host::AllowedHosts},
     metrics::Metrics,
     server::{AppState, ConnectorServer},

@@ -1,11 +1,11 @@
 //! Configuration: command-line flags, environment variables (the original server's names are kept) and an
-//! optional `.env` file. Secrets are read from the environment only (never flags, which `ps` shows) and held
-//! in `secrecy` types so `Debug` never prints them.
+//! optional `.env` file. The backend credentials are not settings: they are read from the environment only
+//! (never flags, which `ps` shows) by the backend that uses them, which holds them in `secrecy` types
+//! (`backend::lumenore::credentials`).
 
 use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use secrecy::SecretString;
 use url::Url;
 
 use crate::{
@@ -16,7 +16,8 @@ use crate::{
 /// Log settings live with the logging; re-exported where the flags are.
 pub use crate::telemetry::LogFormat;
 
-/// Environment variables that carry secrets. They have no flag on purpose.
+/// Environment variables that carry secrets. They have no flag on purpose. Only their names live here: the
+/// backend reads them and holds the values (`backend::lumenore::Credentials`).
 pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";
 pub const ENV_SECRET: &str = "LUMENORE_SECRET";
 pub const ENV_API_KEY: &str = "LUMENORE_API_KEY";
@@ -270,51 +271,6 @@ pub enum ReadinessCheck {
     Login,
 }
 
-/// How the connector authenticates to the Lumenore backend.
-#[derive(Debug, Clone)]
-pub enum Credentials {
-    /// Client-credentials login; the access token comes back as a cookie.
-    ClientCredentials {
-        client_id: SecretString,
-        secret: SecretString,
-    },
-    /// A static key (LUMENORE_API_KEY), sent as the whole `Authorization` value; no login.
-    StaticToken(SecretString),
-    /// Nothing configured: every backend call fails with a clear message and /readyz says why.
-    Missing,
-}
-
-impl Credentials {
-    /// Reads the credentials from the process environment (after `.env` was loaded).
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// The pure part of [`Credentials::from_env`]: a static token wins over a client id and secret, blank
-    /// values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        if let Some(token) = get(ENV_API_KEY) {
-            return Credentials::StaticToken(SecretString::from(token));
-        }
-        match (get(ENV_CLIENT_ID), get(ENV_SECRET)) {
-            (Some(client_id), Some(secret)) => Credentials::ClientCredentials {
-                client_id: SecretString::from(client_id),
-                secret: SecretString::from(secret),
-            },
-            _ => Credentials::Missing,
-        }
-    }
-
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Credentials::ClientCredentials { .. } => "client credentials",
-            Credentials::StaticToken(_) => "static token",
-            Credentials::Missing => "none",
-        }
-    }
-}
-
 /// Token issuers are reached over https; plain http only on loopback (local tests and development).
 fn require_https(option: &str, url: &Url) -> Result<(), String> {
     let loopback = match url.host() {
@@ -552,7 +508,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs
@@ -560,42 +515,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
-
-    #[test]
-    fn static_token_wins_over_client_credentials() {
-        let creds = Credentials::from_lookup(env(&[
-            (ENV_API_KEY, "tok"),
-            (ENV_CLIENT_ID, "id"),
-            (ENV_SECRET, "s"),
-        ]));
-        assert!(matches!(creds, Credentials::StaticToken(ref t) if t.expose_secret() == "tok"));
-    }
-
-    #[test]
-    fn client_credentials_need_both_values() {
-        assert!(matches!(
-            Credentials::from_lookup(env(&[(ENV_CLIENT_ID, "id")])),
-            Credentials::Missing
-        ));
-        assert!(matches!(
-            Credentials::from_lookup(env(&[(ENV_CLIENT_ID, "id"), (ENV_SECRET, "  ")])),
-            Credentials::Missing
-        ));
-        assert!(matches!(
-            Credentials::from_lookup(env(&[(ENV_CLIENT_ID, "id"), (ENV_SECRET, "s")])),
-            Credentials::ClientCredentials { .. }
-        ));
-    }
-
-    #[test]
-    fn debug_never_prints_secrets() {
-        let creds = Credentials::ClientCredentials {
-            client_id: SecretString::from("canary-client-id"),
-            secret: SecretString::from("canary-secret"),
-        };
-        let shown = format!("{creds:?}");
-        assert!(!shown.contains("canary"), "{shown}");
     }
 
     #[test]

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use lumenore_connector::{
     app,
     auth::api_keys,
-    config::{Command, Config, Credentials},
+    backend::lumenore::Credentials,
+    config::{Command, Config},
     metrics::Metrics,
     otel,
 };

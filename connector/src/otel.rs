@@ -31,7 +31,11 @@ use opentelemetry::{
     trace::{Status, TraceContextExt, TracerProvider as _},
 };
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracerProvider, SpanExporter},
+};
 use serde_json::Value;
 use tracing::{Instrument, Span, level_filters::LevelFilter};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -83,27 +87,48 @@ pub fn configured(env: impl Fn(&str) -> Option<String>) -> Result<bool, String> 
     Ok(true)
 }
 
-/// The tracer provider exporting to the configured endpoint (batching, on its own thread).
-fn provider(service_name: &str) -> Result<SdkTracerProvider, String> {
+/// The tracer provider exporting to the configured endpoint.
+fn provider() -> Result<SdkTracerProvider, String> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()
         .map_err(|error| format!("cannot set up the OTLP trace exporter: {error}"))?;
+    Ok(tracer_provider(exporter))
+}
+
+/// A tracer provider sending to `exporter` through the batch processor (on its own thread), with the
+/// connector's resource. [`init`] gives it the OTLP exporter; tests may give it an in-memory one.
+pub fn tracer_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service_name.to_string());
+        resource = resource.with_service_name(SERVICE_NAME.to_string());
     }
     let resource = resource
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(SdkTracerProvider::builder()
+    SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
-        .build())
+        .build()
+}
+
+/// Turns span export on for the process with `provider`: keeps it for [`shutdown`], accepts and propagates
+/// W3C trace context, enables the spans below, and returns the layer that exports them (see [`layer`]).
+/// [`init`] calls it with the OTLP provider; a test may call it once with a provider of its own. Later calls
+/// keep the first provider for [`shutdown`].
+pub fn start<S>(provider: SdkTracerProvider) -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    let layer = layer(&provider);
+    let _ = PROVIDER.set(provider);
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    ENABLED.store(true, Ordering::Relaxed);
+    layer
 }
 
 /// The layer exporting this module's spans (spans only, never events) to `provider`.
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + use<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
 {
@@ -140,18 +165,12 @@ pub fn init(format: LogFormat) -> Result<(), String> {
     // The exporter's HTTPS client needs the process-wide crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = match wanted {
-        Ok(true) => Some(provider(SERVICE_NAME)),
+        Ok(true) => Some(provider()),
         Ok(false) => None,
         Err(error) => Some(Err(error)),
     };
     let (traces, problem) = match provider {
-        Some(Ok(provider)) => {
-            let layer = layer(&provider);
-            let _ = PROVIDER.set(provider);
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            ENABLED.store(true, Ordering::Relaxed);
-            (Some(layer), None)
-        }
+        Some(Ok(provider)) => (Some(start(provider)), None),
         Some(Err(error)) => (None, Some(error)),
         None => (None, None),
     };

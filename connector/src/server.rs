@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::{
     auth::Caller,
-    backend::{Backend, BackendCall, BackendError},
+    backend::{Backend, BackendError},
     metrics::{Metrics, Outcome, ToolLabels, ToolOnly},
     telemetry::{self, AuditEvent, CorrelationId},
     tools::{self, ToolCall, ToolName, envelope, envelope::ResultLimits},
@@ -75,7 +75,7 @@ impl ConnectorServer {
         };
 
         let outcome = tokio::select! {
-            result = self.state.backend.call(backend_call(call), progress) => result,
+            result = self.state.backend.call(call, progress) => result,
             // The MCP client disconnected or sent notifications/cancelled: dropping the backend future
             // aborts its HTTP request.
             () = context.ct.cancelled() => Err(BackendError::Cancelled),
@@ -96,30 +96,6 @@ impl ConnectorServer {
             ),
             Err(error) => (envelope::error(error.to_string()), Outcome::error),
         }
-    }
-}
-
-/// The backend's request for a validated call (the same shape, one for one).
-fn backend_call(call: ToolCall) -> BackendCall {
-    match call {
-        ToolCall::DatasetMetadata => BackendCall::DatasetMetadata,
-        ToolCall::MetadataInfo { schema_id } => BackendCall::MetadataInfo { schema_id },
-        ToolCall::NlqToData {
-            user_query,
-            schema_id,
-        } => BackendCall::NlqToData {
-            user_query,
-            schema_id,
-        },
-        ToolCall::Analysis {
-            kind,
-            user_query,
-            schema_id,
-        } => BackendCall::Analysis {
-            kind,
-            user_query,
-            schema_id,
-        },
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod support;
 
-use lumenore_connector::config::{BackendKind, Credentials};
+use lumenore_connector::{backend::lumenore::Credentials, config::BackendKind};
 use serde_json::json;
 use support::*;
 

@@ -16,7 +16,8 @@ async fn server_with(
         .await;
     let mut config = config_for(&backend.uri());
     config_change(&mut config);
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     (start(config, credentials, false).await, backend)
 }
 

@@ -95,7 +95,8 @@ async fn every_tool_reaches_its_endpoint_with_the_documented_body() {
             .mount(&backend)
             .await;
     }
-    let credentials = lumenore_connector::config::Credentials::StaticToken("static-token".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("static-token".to_string().into());
     let server = start(config_for(&backend.uri()), credentials, false).await;
     let result = call_tool(&server.mcp, "get_metadata_info", json!({"schemaId": 35403})).await;
     assert_eq!(envelope(&result)["data"], json!({"columns": ["region"]}));
@@ -266,7 +267,8 @@ async fn a_static_token_never_logs_in_and_a_401_is_final() {
         .expect(1)
         .mount(&backend)
         .await;
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config_for(&backend.uri()), credentials, false).await;
     let result = call_tool(&server.mcp, "get_dataset_metadata", json!({})).await;
     assert_eq!(
@@ -291,7 +293,8 @@ async fn gateway_errors_are_retried_then_succeed() {
         .expect(1)
         .mount(&backend)
         .await;
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config_for(&backend.uri()), credentials, false).await;
     let result = call_tool(&server.mcp, "get_dataset_metadata", json!({})).await;
     assert_eq!(envelope(&result)["status"], "success", "{result}");
@@ -312,7 +315,8 @@ async fn retries_are_bounded_and_other_errors_are_not_retried() {
         .expect(1)
         .mount(&backend)
         .await;
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config_for(&backend.uri()), credentials, false).await;
     let trend = call_tool(
         &server.mcp,
@@ -355,7 +359,8 @@ async fn a_slow_backend_times_out_with_a_clear_error() {
         .await;
     let mut config = config_for(&backend.uri());
     config.request_timeout = Duration::from_millis(300);
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config, credentials, false).await;
     let result = call_tool(
         &server.mcp,
@@ -377,7 +382,8 @@ async fn malformed_json_and_unreachable_backends_are_clean_errors() {
         .respond_with(ResponseTemplate::new(200).set_body_string("<html>gateway</html>"))
         .mount(&backend)
         .await;
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config_for(&backend.uri()), credentials.clone(), false).await;
     let result = call_tool(&server.mcp, "get_dataset_metadata", json!({})).await;
     assert_eq!(
@@ -402,7 +408,7 @@ async fn missing_credentials_are_explained() {
     let backend = MockServer::start().await;
     let server = start(
         config_for(&backend.uri()),
-        lumenore_connector::config::Credentials::Missing,
+        lumenore_connector::backend::lumenore::Credentials::Missing,
         false,
     )
     .await;
@@ -427,7 +433,8 @@ async fn large_results_are_bounded_and_say_truncated() {
         .await;
     let mut config = config_for(&backend.uri());
     config.max_result_rows = 10;
-    let credentials = lumenore_connector::config::Credentials::StaticToken("tok".to_string().into());
+    let credentials =
+        lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into());
     let server = start(config, credentials, false).await;
     let result = call_tool(
         &server.mcp,
@@ -499,8 +506,8 @@ async fn readiness_follows_the_backend_credentials() {
 
 const QUESTION: &str = "Top 5 sales regions last month";
 
-fn static_key() -> lumenore_connector::config::Credentials {
-    lumenore_connector::config::Credentials::StaticToken("key-789".to_string().into())
+fn static_key() -> lumenore_connector::backend::lumenore::Credentials {
+    lumenore_connector::backend::lumenore::Credentials::StaticToken("key-789".to_string().into())
 }
 
 #[tokio::test]

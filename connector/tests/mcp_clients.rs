@@ -61,8 +61,8 @@ async fn mock_backend() -> MockServer {
     backend
 }
 
-fn static_token() -> lumenore_connector::config::Credentials {
-    lumenore_connector::config::Credentials::StaticToken("tok".to_string().into())
+fn static_token() -> lumenore_connector::backend::lumenore::Credentials {
+    lumenore_connector::backend::lumenore::Credentials::StaticToken("tok".to_string().into())
 }
 
 fn args(value: Value) -> rmcp::model::JsonObject {

@@ -6,7 +6,8 @@ use std::{path::Path, sync::Arc};
 use lumenore_embedded::{Engine, EngineError};
 use serde_json::Value;
 
-use super::{BackendCall, BackendError};
+use super::BackendError;
+use crate::tools::ToolCall;
 
 pub struct EmbeddedBackend {
     engine: Arc<Engine>,
@@ -29,7 +30,7 @@ impl EmbeddedBackend {
         &self.engine
     }
 
-    pub async fn call(&self, call: BackendCall) -> Result<Value, BackendError> {
+    pub async fn call(&self, call: ToolCall) -> Result<Value, BackendError> {
         let engine = self.engine.clone();
         let span = tracing::Span::current(); // otel: the engine's plan/query spans are children of the call
         tokio::task::spawn_blocking(move || span.in_scope(|| answer(&engine, call)))
@@ -38,15 +39,15 @@ impl EmbeddedBackend {
     }
 }
 
-fn answer(engine: &Engine, call: BackendCall) -> Result<Value, BackendError> {
+fn answer(engine: &Engine, call: ToolCall) -> Result<Value, BackendError> {
     let result = match call {
-        BackendCall::DatasetMetadata => Ok(engine.dataset_metadata()),
-        BackendCall::MetadataInfo { schema_id } => engine.metadata_info(schema_id),
-        BackendCall::NlqToData {
+        ToolCall::DatasetMetadata => Ok(engine.dataset_metadata()),
+        ToolCall::MetadataInfo { schema_id } => engine.metadata_info(schema_id),
+        ToolCall::NlqToData {
             user_query,
             schema_id,
         } => engine.nlq_to_data(&user_query, schema_id),
-        BackendCall::Analysis {
+        ToolCall::Analysis {
             kind,
             user_query,
             schema_id,

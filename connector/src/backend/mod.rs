@@ -8,58 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::tools::{AnalysisKind, ToolArgs, ToolName, envelope::Answer};
-
-/// A validated request to a backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendCall {
-    DatasetMetadata,
-    MetadataInfo {
-        schema_id: i64,
-    },
-    NlqToData {
-        user_query: String,
-        schema_id: i64,
-    },
-    Analysis {
-        kind: AnalysisKind,
-        user_query: String,
-        schema_id: i64,
-    },
-}
-
-impl BackendCall {
-    pub fn from_tool(tool: ToolName, args: ToolArgs) -> Option<Self> {
-        match (tool, args) {
-            (ToolName::GetDatasetMetadata, ToolArgs::None) => Some(BackendCall::DatasetMetadata),
-            (ToolName::GetMetadataInfo, ToolArgs::Schema { schema_id }) => {
-                Some(BackendCall::MetadataInfo { schema_id })
-            }
-            (
-                ToolName::NlqToData,
-                ToolArgs::Query {
-                    user_query,
-                    schema_id,
-                },
-            ) => Some(BackendCall::NlqToData {
-                user_query,
-                schema_id,
-            }),
-            (
-                ToolName::Analysis(kind),
-                ToolArgs::Query {
-                    user_query,
-                    schema_id,
-                },
-            ) => Some(BackendCall::Analysis {
-                kind,
-                user_query,
-                schema_id,
-            }),
-            _ => None,
-        }
-    }
-}
+use crate::tools::{ToolCall, envelope::Answer};
 
 /// Progress of a streamed answer: bytes received so far.
 pub type ProgressSender = mpsc::UnboundedSender<u64>;
@@ -185,11 +134,11 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Answers one call. A Lumenore answer may be text or already cut to the result limits while it was
+    /// Answers one validated call, the very value the handler's validation produced. A Lumenore answer may be text or already cut to the result limits while it was
     /// read; [`crate::tools::envelope::success`] takes it as it is.
     pub async fn call(
         &self,
-        call: BackendCall,
+        call: ToolCall,
         progress: Option<ProgressSender>,
     ) -> Result<Answer, BackendError> {
         match self {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-pub use validate::{ToolArgs, ToolCall, ValidationError, validate_arguments, validate_call};
+pub use validate::{ToolCall, ValidationError, validate_call};
 
 /// The six analytics tools share one argument shape and one backend endpoint family. Defined once, by the
 /// embedded engine, which answers them too.

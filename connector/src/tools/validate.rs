@@ -9,16 +9,10 @@ use super::{AnalysisKind, ToolName};
 /// Longest accepted question, in characters.
 pub const MAX_QUERY_CHARS: usize = 5000;
 
-/// Validated arguments of a tool call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToolArgs {
-    None,
-    Schema { schema_id: i64 },
-    Query { user_query: String, schema_id: i64 },
-}
-
 /// One tool call, parsed once: the tool and its validated arguments in one value, so a tool can never be
-/// paired with another tool's arguments.
+/// paired with another tool's arguments. The handler hands this same value to the backend (`Backend::call`).
+/// It lives here, not in the backend module, because the backend already depends on `tools` (the result
+/// envelope and limits) and `tools` on no backend: one way, no import loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToolCall {
     DatasetMetadata,
@@ -43,26 +37,6 @@ impl ToolCall {
             ToolCall::MetadataInfo { .. } => ToolName::GetMetadataInfo,
             ToolCall::NlqToData { .. } => ToolName::NlqToData,
             ToolCall::Analysis { kind, .. } => ToolName::Analysis(*kind),
-        }
-    }
-
-    /// The arguments alone.
-    pub fn into_args(self) -> ToolArgs {
-        match self {
-            ToolCall::DatasetMetadata => ToolArgs::None,
-            ToolCall::MetadataInfo { schema_id } => ToolArgs::Schema { schema_id },
-            ToolCall::NlqToData {
-                user_query,
-                schema_id,
-            }
-            | ToolCall::Analysis {
-                user_query,
-                schema_id,
-                ..
-            } => ToolArgs::Query {
-                user_query,
-                schema_id,
-            },
         }
     }
 }
@@ -176,11 +150,6 @@ pub fn validate_call(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolCa
     }
 }
 
-/// Checks the arguments of `tool` and returns them typed (without the tool; see [`validate_call`]).
-pub fn validate_arguments(tool: ToolName, args: Option<&JsonObject>) -> Result<ToolArgs, ValidationError> {
-    validate_call(tool, args).map(ToolCall::into_args)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,15 +159,15 @@ mod tests {
         value.as_object().unwrap().clone()
     }
 
-    fn check(value: Value) -> Result<ToolArgs, ValidationError> {
-        validate_arguments(ToolName::NlqToData, Some(&obj(value)))
+    fn check(value: Value) -> Result<ToolCall, ValidationError> {
+        validate_call(ToolName::NlqToData, Some(&obj(value)))
     }
 
     #[test]
     fn accepts_valid_query() {
         assert_eq!(
             check(json!({"userQuery": "Top 5 sales regions last month", "schemaId": 35403})),
-            Ok(ToolArgs::Query {
+            Ok(ToolCall::NlqToData {
                 user_query: "Top 5 sales regions last month".into(),
                 schema_id: 35403
             })
@@ -282,7 +251,7 @@ mod tests {
         for id in [json!(35403), json!("35403"), json!(35403.0), json!("0035403")] {
             assert_eq!(
                 check(json!({"userQuery": "q", "schemaId": id.clone()})),
-                Ok(ToolArgs::Query {
+                Ok(ToolCall::NlqToData {
                     user_query: "q".into(),
                     schema_id: 35403
                 }),
@@ -307,14 +276,14 @@ mod tests {
     #[test]
     fn metadata_tools() {
         assert_eq!(
-            validate_arguments(ToolName::GetDatasetMetadata, None),
-            Ok(ToolArgs::None)
+            validate_call(ToolName::GetDatasetMetadata, None),
+            Ok(ToolCall::DatasetMetadata)
         );
         assert_eq!(
-            validate_arguments(ToolName::GetMetadataInfo, Some(&obj(json!({"schemaId": 7})))),
-            Ok(ToolArgs::Schema { schema_id: 7 })
+            validate_call(ToolName::GetMetadataInfo, Some(&obj(json!({"schemaId": 7})))),
+            Ok(ToolCall::MetadataInfo { schema_id: 7 })
         );
-        assert!(validate_arguments(ToolName::GetMetadataInfo, None).is_err());
+        assert!(validate_call(ToolName::GetMetadataInfo, None).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use crate::support::config_for;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use lumenore_connector::{
     auth::api_keys::hash_line,
-    config::{AuthMode, Config, Credentials},
+    backend::lumenore::Credentials,
+    config::{AuthMode, Config},
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use lumenore_connector::{
     app,
-    backend::Backend,
-    config::{Config, Credentials},
+    backend::{Backend, lumenore::Credentials},
+    config::Config,
     metrics::Metrics,
 };
 use secrecy::SecretString;

@@ -1,4 +1,4 @@
-//! The backend credentials and the token they give.
+//! The token the backend credentials ([`super::credentials`]) give.
 //!
 //! - One login in flight at a time, shared by every caller that needs a token (a spawned task behind a
 //!   shared future): its success and its failure reach all of them. The state lock is never held across
@@ -27,10 +27,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use url::Url;
 
-use super::failure::{self, AttemptError, Redactions, Timeouts};
+use super::{
+    credentials::Credentials,
+    failure::{self, AttemptError, Redactions, Timeouts},
+};
 use crate::{
     backend::BackendError,
-    config::Credentials,
     metrics::{LoginLabels, Metrics},
 };
 
@@ -149,7 +151,7 @@ impl Tokens {
     /// Replaces a token the backend refused. Another call may have replaced it already (then that token is
     /// used); see the module notes for when a refused token is not replaced before the backoff is over.
     pub async fn renew(&self, refused: &Issued) -> Result<Result<Issued, RecentlyRejected>, BackendError> {
-        if !matches!(self.credentials, Credentials::ClientCredentials { .. }) {
+        if !self.credentials.can_log_in() {
             return Err(BackendError::CredentialsRejected(None));
         }
         let pending = {

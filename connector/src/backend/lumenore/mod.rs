@@ -16,6 +16,7 @@
 
 mod body;
 mod bounded;
+pub mod credentials;
 mod failure;
 mod login;
 
@@ -28,16 +29,20 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use url::Url;
 
+pub use self::credentials::Credentials;
 use self::{
     body::{BodyLimits, Chunks, Expect},
     failure::{AttemptError, Redactions, Timeouts},
     login::{Issued, LoginRequest, Tokens},
 };
-use super::{BackendCall, BackendError, ProgressSender, Readiness};
+use super::{BackendError, ProgressSender, Readiness};
 use crate::{
-    config::{Credentials, ReadinessCheck},
+    config::ReadinessCheck,
     metrics::{ClassLabels, Metrics},
-    tools::envelope::{Answer, ResultLimits},
+    tools::{
+        ToolCall,
+        envelope::{Answer, ResultLimits},
+    },
 };
 
 /// The columns `get_metadata_info` asks for, in the original server's order.
@@ -182,7 +187,7 @@ impl LumenoreBackend {
             .map_err(|_| BackendError::Unreachable)
     }
 
-    fn operation(call: &BackendCall) -> Operation {
+    fn operation(call: &ToolCall) -> Operation {
         let query_body =
             |user_query: &str, schema_id: i64| Some(json!({"userQuery": user_query, "schemaId": schema_id}));
         let redactions = |user_query: Option<&str>, schema_id: Option<i64>| {
@@ -196,21 +201,21 @@ impl LumenoreBackend {
             redactions
         };
         match call {
-            BackendCall::DatasetMetadata => Operation {
+            ToolCall::DatasetMetadata => Operation {
                 method: Method::GET,
                 path: "api/askme-manager/get-domain".into(),
                 body: None,
                 expect: Expect::Json,
                 redactions: Redactions::new(),
             },
-            BackendCall::MetadataInfo { schema_id } => Operation {
+            ToolCall::MetadataInfo { schema_id } => Operation {
                 method: Method::POST,
                 path: format!("api/askme-manager/metadata/get/{schema_id}"),
                 body: Some(json!({"data": {"columns": METADATA_COLUMNS, "domainId": schema_id}})),
                 expect: Expect::Json,
                 redactions: redactions(None, Some(*schema_id)),
             },
-            BackendCall::NlqToData {
+            ToolCall::NlqToData {
                 user_query,
                 schema_id,
             } => Operation {
@@ -220,7 +225,7 @@ impl LumenoreBackend {
                 expect: Expect::Stream,
                 redactions: redactions(Some(user_query), Some(*schema_id)),
             },
-            BackendCall::Analysis {
+            ToolCall::Analysis {
                 kind,
                 user_query,
                 schema_id,
@@ -237,7 +242,7 @@ impl LumenoreBackend {
     /// Answers one call. Cancel it by dropping the future.
     pub async fn call(
         &self,
-        call: BackendCall,
+        call: ToolCall,
         progress: Option<ProgressSender>,
     ) -> Result<Answer, BackendError> {
         let operation = Self::operation(&call);
@@ -257,7 +262,7 @@ impl LumenoreBackend {
     pub async fn check_readiness(&self) -> Readiness {
         let result = match self.settings.readiness_check {
             ReadinessCheck::Full => self
-                .authorized(&Self::operation(&BackendCall::DatasetMetadata), None)
+                .authorized(&Self::operation(&ToolCall::DatasetMetadata), None)
                 .await
                 .map(|_| ()),
             ReadinessCheck::Login => {
@@ -285,7 +290,7 @@ impl LumenoreBackend {
             Attempt::Done(answer) => return Ok(answer),
             Attempt::Unauthorized(detail) => detail,
         };
-        if !matches!(self.tokens.credentials(), Credentials::ClientCredentials { .. }) {
+        if !self.tokens.credentials().can_log_in() {
             return Err(BackendError::CredentialsRejected(detail));
         }
         let issued = match self.tokens.renew(&issued).await? {
@@ -397,7 +402,7 @@ mod tests {
 
     #[test]
     fn operations_match_the_original_server() {
-        let op = LumenoreBackend::operation(&BackendCall::MetadataInfo { schema_id: 42 });
+        let op = LumenoreBackend::operation(&ToolCall::MetadataInfo { schema_id: 42 });
         assert_eq!(
             (op.method, op.path.as_str()),
             (Method::POST, "api/askme-manager/metadata/get/42")
@@ -407,14 +412,14 @@ mod tests {
             json!({"data": {"columns": ["description", "column_name", "column_alias", "column_type", "unit",
                 "column_datatype_name", "date_format"], "domainId": 42}})
         );
-        let op = LumenoreBackend::operation(&BackendCall::Analysis {
+        let op = LumenoreBackend::operation(&ToolCall::Analysis {
             kind: crate::tools::AnalysisKind::Pareto,
             user_query: "q".into(),
             schema_id: 1,
         });
         assert_eq!(op.path, "api/ai-engine/mcp/get-pareto-data");
         assert_eq!(op.expect, Expect::Json);
-        let op = LumenoreBackend::operation(&BackendCall::NlqToData {
+        let op = LumenoreBackend::operation(&ToolCall::NlqToData {
             user_query: "q".into(),
             schema_id: 1,
         });
