@@ -20,7 +20,8 @@
 //! raised to the number of clients (BENCH_MAX_CONCURRENT_BACKEND_CALLS), so that every call is served.
 //!
 //! `BENCH_MODE=otel`: instead, the connector's CPU time per call (from /proc) with trace export off and on
-//! (OTLP/HTTP to a local sink), alternating runs of BENCH_CALLS (default 20000) calls each.
+//! (OTLP/HTTP to a local sink), with every call sampled and with 10% of traces sampled, interleaved runs of
+//! BENCH_CALLS (default 20000) calls each.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -364,9 +365,13 @@ async fn otel_mode() {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ),
     ];
-    let mut per_call = [Vec::new(), Vec::new()];
-    for round in 0..4 {
-        let on = round % 2 == 1;
+    // Three configurations, interleaved: export off; on, every call sampled (the client's traceparent
+    // says sampled); on, 10% of traces sampled by trace id (OTEL_TRACES_SAMPLER=traceidratio).
+    const MODES: [&str; 3] = ["off", "on, all sampled", "on, 10% sampled"];
+    let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..6 {
+        let mode = round % 3;
+        let on = mode > 0;
         let port = free_port();
         let mut command = Command::new(binary);
         command
@@ -381,6 +386,11 @@ async fn otel_mode() {
                 .env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink)
                 .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536");
         }
+        if mode == 2 {
+            command
+                .env("OTEL_TRACES_SAMPLER", "traceidratio")
+                .env("OTEL_TRACES_SAMPLER_ARG", "0.1");
+        }
         let connector = Connector(command.spawn().expect("spawn connector"));
         let url = format!("http://127.0.0.1:{port}");
         while !matches!(client.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
@@ -393,27 +403,31 @@ async fn otel_mode() {
         // Let the last batch go out, so its export is counted.
         tokio::time::sleep(Duration::from_millis(if on { 6_000 } else { 100 })).await;
         let cpu = cpu_seconds(connector.0.id()) - before;
-        per_call[usize::from(on)].push(cpu / calls as f64);
+        per_call[mode].push(cpu / calls as f64);
         println!(
-            "  run {}: export {:<3}  {calls} calls in {:.2} s, connector CPU {:.2} s = {:.1} us/call",
+            "  run {}: export {:<16}  {calls} calls in {:.2} s, connector CPU {:.2} s = {:.1} us/call",
             round + 1,
-            if on { "on" } else { "off" },
+            MODES[mode],
             wall.as_secs_f64(),
             cpu,
             cpu / calls as f64 * 1e6
         );
     }
     let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
-    let (off, on) = (mean(&per_call[0]), mean(&per_call[1]));
+    let off = mean(&per_call[0]);
     println!(
         "lumenore-connector trace export cost (BENCH_MODE=otel; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency})"
     );
-    println!("  CPU per call, export off:  {:>8.1} us", off * 1e6);
-    println!(
-        "  CPU per call, export on:   {:>8.1} us   (+{:.1}%, target < 5%)",
-        on * 1e6,
-        (on / off - 1.0) * 100.0
-    );
+    println!("  CPU per call, export off:             {:>8.1} us", off * 1e6);
+    for mode in 1..3 {
+        let on = mean(&per_call[mode]);
+        println!(
+            "  CPU per call, export {:<16}: {:>8.1} us   (+{:.1}%, target < 5%)",
+            MODES[mode],
+            on * 1e6,
+            (on / off - 1.0) * 100.0
+        );
+    }
     println!(
         "  OTLP exports received: {} ({:.0} KiB)",
         exports.load(Ordering::Relaxed),

@@ -98,6 +98,8 @@ pub fn init(format: &str) -> Result<(), String> {
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                // Nothing reads the thread's current OpenTelemetry context; activating it on every poll costs CPU.
+                .with_context_activation(false)
                 .with_target(false)
                 .with_filter(filter_fn(|meta| meta.is_span() && meta.target() == TARGET));
             let _ = PROVIDER.set(provider);
