@@ -24,6 +24,8 @@ CHART_CRD=$CHART/files/crds/lumenore.io_lumenoreconnectors.yaml
 PY="$TOOLS_DIR/venv/bin/python"
 RELEASE=lumenore
 NS=lumenore-system
+# What the cluster's discovery lists once the LumenoreConnector CRD is installed.
+LC_API=lumenore.io/v1alpha1/LumenoreConnector
 
 for t in helm kubectl kubernetes-validate check-jsonschema; do
   command -v "$t" >/dev/null || { echo "missing tool: $t (run: bash .ci/install-tools.sh)" >&2; exit 2; }
@@ -88,7 +90,8 @@ section "JSON Schema of LumenoreConnector from $CRD"
 section "helm lint --strict"
 values_files=("$CHART"/ci/*-values.yaml)
 for f in "${values_files[@]}"; do
-  if helm lint --strict "$CHART" -n "$NS" -f "$f" >"$work/lint.log" 2>&1; then
+  # helm lint has no --api-versions: the tenants' CRD check (section "tenants and the CRD") is off here.
+  if helm lint --strict "$CHART" -n "$NS" -f "$f" --set crds.checkForTenants=false >"$work/lint.log" 2>&1; then
     pass "helm lint --strict -f $f"
   else
     fail "helm lint --strict -f $f"; indent <"$work/lint.log"
@@ -109,8 +112,8 @@ if helm package "$CHART" -d "$work/pkg" >"$work/pkg.log" 2>&1; then
   else
     fail "$(basename "$tgz"): missing:${missing:- none}; unexpected: ${extra:-none}"
   fi
-  if diff <(helm template "$RELEASE" "$tgz" -n "$NS" -f "$CHART/ci/tenants-values.yaml") \
-          <(helm template "$RELEASE" "$CHART" -n "$NS" -f "$CHART/ci/tenants-values.yaml") >"$work/pkgdiff.log"; then
+  if diff <(helm template "$RELEASE" "$tgz" -n "$NS" -f "$CHART/ci/tenants-values.yaml" --api-versions "$LC_API") \
+          <(helm template "$RELEASE" "$CHART" -n "$NS" -f "$CHART/ci/tenants-values.yaml" --api-versions "$LC_API") >"$work/pkgdiff.log"; then
     pass "the packaged chart renders exactly as the chart directory"
   else
     fail "the packaged chart renders differently"; head -20 "$work/pkgdiff.log" | indent
@@ -172,7 +175,8 @@ section "helm template + offline validation (Kubernetes $K8S_VERSION)"
 for f in "${values_files[@]}"; do
   name=$(basename "$f" -values.yaml)
   out="$work/render-$name.yaml"
-  if ! helm template "$RELEASE" "$CHART" -n "$NS" --kube-version "$K8S_VERSION" -f "$f" >"$out" 2>"$work/tpl.log"; then
+  # As on a cluster where the CRD is installed (the tenants' CRD check is tested below).
+  if ! helm template "$RELEASE" "$CHART" -n "$NS" --kube-version "$K8S_VERSION" --api-versions "$LC_API" -f "$f" >"$out" 2>"$work/tpl.log"; then
     fail "helm template -f $f"; indent <"$work/tpl.log"; continue
   fi
   pass "helm template -f $f ($(grep -c '^kind:' "$out") objects)"
@@ -298,12 +302,43 @@ assert [o["kind"] for o in objs] == ["LumenoreConnector"], [o["kind"] for o in o
 assert objs[0]["spec"]["credentials"] == {"secretName": "umbrella-lumenore", "apiTokenKey": "token"}
 '
 
+section "tenants and the CRD (.Capabilities.APIVersions)"
+tenants_vals="$CHART/ci/tenants-values.yaml"
+if helm template "$RELEASE" "$CHART" -n "$NS" -f "$tenants_vals" >"$work/nocrd.log" 2>&1; then
+  fail "tenants rendered although the cluster's API has no $LC_API"
+elif grep -qF "Install the CRD first" "$work/nocrd.log" && grep -qF "then add the tenants with helm upgrade" "$work/nocrd.log" \
+     && grep -qF -- "--api-versions $LC_API" "$work/nocrd.log"; then
+  pass "tenants without the CRD in the API: fails, saying to install the CRD first, then helm upgrade (offline: --api-versions)"
+else
+  fail "tenants without the CRD: failed without the expected instructions"; indent <"$work/nocrd.log"
+fi
+n=$(helm template "$RELEASE" "$CHART" -n "$NS" -f "$tenants_vals" --api-versions "$LC_API" | "$PY" .ci/k8s_manifests.py count-kind LumenoreConnector /dev/stdin)
+if [[ "$n" == 4 ]]; then pass "tenants with $LC_API in the API: 4 LumenoreConnectors"; else fail "tenants with the CRD in the API rendered $n LumenoreConnectors (expected 4)"; fi
+n=$(helm template "$RELEASE" "$CHART" -n "$NS" -f "$tenants_vals" --set crds.checkForTenants=false | "$PY" .ci/k8s_manifests.py count-kind LumenoreConnector /dev/stdin)
+if [[ "$n" == 4 ]]; then pass "crds.checkForTenants=false: tenants render without the CRD in the API (tools that order CRDs first)"; else fail "crds.checkForTenants=false rendered $n LumenoreConnectors (expected 4)"; fi
+if helm template "$RELEASE" "$CHART" -n "$NS" >/dev/null 2>"$work/nocrd.log"; then
+  pass "no tenants: renders without the CRD in the API (the first install that creates it)"
+else
+  fail "no tenants, no CRD in the API"; indent <"$work/nocrd.log"
+fi
+
+section "monitoring.scrapeNamespace (the connectors' NetworkPolicies admit the scraper)"
+assert_render "namespace-scoped: monitoring.scrapeNamespace=monitoring passes --monitoring-namespace=monitoring" \
+  "$work/render-namespace-scoped.yaml" '
+c = kinds("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+assert "--monitoring-namespace=monitoring" in c["args"], c["args"]
+'
+assert_render "default: no --monitoring-namespace" "$work/render-default.yaml" '
+c = kinds("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+assert not [a for a in c["args"] if a.startswith("--monitoring-namespace")], c["args"]
+'
+
 # ---- 4. negative tests ---------------------------------------------------------------------------
 section "values.schema.json rejects bad values (failure and message asserted)"
 for f in "$CHART"/tests/bad-values/*.yaml; do
   expect=$(expect_line "$f")
   [[ -n "$expect" ]] || { fail "$f: no '# expect:' first line"; continue; }
-  if helm template "$RELEASE" "$CHART" -n "$NS" -f "$f" >"$work/neg.log" 2>&1; then
+  if helm template "$RELEASE" "$CHART" -n "$NS" --api-versions "$LC_API" -f "$f" >"$work/neg.log" 2>&1; then
     fail "$f was ACCEPTED (expected: $expect)"
   elif grep -qF -- "$expect" "$work/neg.log"; then
     pass "$(basename "$f"): rejected with \"$expect\""

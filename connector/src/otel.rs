@@ -1,7 +1,10 @@
 //! OpenTelemetry traces, exported over OTLP/HTTP (protobuf) when an endpoint is configured with the standard
 //! variables (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, plus `_HEADERS`,
 //! `_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`); off otherwise, and then every span below is
-//! disabled at its call site (no allocation, no export).
+//! disabled at its call site (no allocation, no export). The exporter and the tracer provider keep the
+//! SDK's defaults, which read `OTEL_EXPORTER_OTLP_HEADERS` (and `OTEL_EXPORTER_OTLP_TRACES_HEADERS`),
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`: the operator sets these (lumenore-operator's
+//! `CONNECTOR_OTEL_ENV`, checked against this file).
 //!
 //! Spans (semantic conventions for HTTP and for MCP):
 //! - `POST /mcp`, kind SERVER: one per HTTP request to /mcp; parent: the `traceparent` header.

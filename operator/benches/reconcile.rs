@@ -12,10 +12,19 @@
 //!
 //! Phases per size N:
 //! - setup: N Secrets and N CRs are created through the API (not measured);
-//! - the CR cache is filled with a LIST, as the controller's reflector does (managedFields stripped);
+//! - the CR cache is filled as the controller's reflector fills it: kube's watcher with the operator's
+//!   watch configuration, LIST in pages of 500, managedFields stripped per object;
 //! - `create`: one reconcile per CR on an empty namespace (5 applies, Secret read, status, Events);
-//! - `steady`: one more reconcile per CR, nothing to change (the periodic resync case);
+//! - `steady`: the cache is re-listed into the same store (so it holds the status `create` wrote),
+//!   then one more reconcile per CR, nothing to change (the periodic resync case);
 //! - `pure`: validate + build the children + serialize them, no API at all.
+//!
+//! RSS is printed after each phase, to show what holds memory.
+
+/// The operator binary's allocator (src/main.rs): the memory figures are those of the binary.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[path = "../tests/common/fake_api.rs"]
 mod fake_api;
@@ -28,12 +37,12 @@ use std::time::Instant;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use lumenore_operator::builders::{BuildInputs, build_children};
-use lumenore_operator::controller::strip_unused_metadata;
+use lumenore_operator::controller::{connector_watch_config, strip_unused_metadata};
 use lumenore_operator::crd::LumenoreConnector;
 use lumenore_operator::metrics::Metrics;
 use lumenore_operator::reconcile::{Context, Guarded, OperatorConfig, reconcile};
@@ -152,6 +161,41 @@ fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// RSS after each phase, to see what holds memory.
+#[derive(Default)]
+struct Memory(Vec<(String, f64, f64)>);
+
+impl Memory {
+    fn mark(&mut self, phase: &str) {
+        let (rss, hwm) = rss_mib();
+        self.0.push((phase.to_string(), rss, hwm));
+    }
+
+    fn print(&self) {
+        for (phase, rss, hwm) in &self.0 {
+            println!("         RSS {rss:6.1} MiB, peak {hwm:6.1} MiB  {phase}");
+        }
+    }
+}
+
+/// Fill (or re-fill) the reflector store as the controller's watcher does: the operator's watch
+/// configuration, pages until `InitDone`, `strip_unused_metadata` on each object. (The in-memory API
+/// server has no watch; the watch that would follow is not needed here.)
+async fn fill_cache(api: &Api<Guarded>, writer: &mut reflector::store::Writer<Guarded>) {
+    use futures::StreamExt;
+    let mut events = watcher(api.clone(), connector_watch_config()).boxed();
+    while let Some(ev) = events.next().await {
+        let mut ev = ev.expect("list LumenoreConnectors");
+        if let watcher::Event::InitApply(o) = &mut ev {
+            strip_unused_metadata(o);
+        }
+        writer.apply_watcher_event(&ev);
+        if matches!(ev, watcher::Event::InitDone) {
+            break;
+        }
+    }
+}
+
 fn spec(i: usize) -> serde_json::Value {
     json!({
         "tenant": format!("tenant-{i}"),
@@ -177,6 +221,7 @@ fn one(n: usize, port: u16) {
         .unwrap();
     rt.block_on(async move {
         let (rss0, _) = rss_mib();
+        let mut mem = Memory::default();
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
         let client = kube::Client::try_from(config).expect("client");
         let ns = "tenants";
@@ -205,16 +250,16 @@ fn one(n: usize, port: u16) {
             crs.create(&PostParams::default(), &cr).await.expect("create CR");
         }
 
-        // The controller's cache: LIST once, managedFields stripped, as the reflector holds it.
+        mem.mark("setup (N Secrets and N CRs created; client only)");
+
+        // The controller's cache, filled as its reflector fills it: kube's watcher with the
+        // operator's own watch configuration (LIST in pages of 500), managedFields stripped per
+        // object as it arrives.
         let guarded: Api<Guarded> = Api::namespaced(client.clone(), ns);
         let (reader, mut writer) = reflector::store::<Guarded>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for mut o in guarded.list(&ListParams::default()).await.expect("list").items {
-            strip_unused_metadata(&mut o);
-            writer.apply_watcher_event(&watcher::Event::InitApply(o));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
+        fill_cache(&guarded, &mut writer).await;
         assert_eq!(reader.state().len(), n);
+        mem.mark("cache filled (reflector store of N CRs)");
 
         let ctx = Arc::new(Context::new(
             client.clone(),
@@ -230,22 +275,16 @@ fn one(n: usize, port: u16) {
 
         let mut results = Vec::new();
         for phase in ["create", "steady"] {
-            // Reconcile what the cache holds; status written by `create` is re-read, as a watch would deliver it.
-            let objs: Vec<Arc<Guarded>> = if phase == "create" {
-                reader.state()
-            } else {
-                let mut v = Vec::with_capacity(n);
-                for mut o in guarded.list(&ListParams::default()).await.expect("list").items {
-                    strip_unused_metadata(&mut o);
-                    writer.apply_watcher_event(&watcher::Event::Apply(o.clone()));
-                    v.push(Arc::new(o));
-                }
-                v
-            };
+            if phase == "steady" {
+                // The status `create` wrote reaches the cache as a watch would deliver it; here by
+                // a re-list into the same store (the reflector's relist: the new page set replaces
+                // the old one at its end).
+                fill_cache(&guarded, &mut writer).await;
+            }
             let cpu0 = process_cpu_seconds();
             let wall0 = Instant::now();
             let mut failures = 0;
-            for o in objs {
+            for o in reader.state() {
                 if reconcile(o, ctx.clone()).await.is_err() {
                     failures += 1;
                 }
@@ -253,6 +292,7 @@ fn one(n: usize, port: u16) {
             let cpu = process_cpu_seconds() - cpu0;
             let wall = wall0.elapsed().as_secs_f64();
             results.push((phase, cpu, wall, failures));
+            mem.mark(&format!("after {phase}"));
         }
 
         // Pure part: validate + build + serialize the children, no API.
@@ -280,6 +320,7 @@ fn one(n: usize, port: u16) {
         let pure_cpu = process_cpu_seconds() - cpu0;
         let pure_wall = t0.elapsed().as_secs_f64();
 
+        mem.mark("after pure");
         let (rss, hwm) = rss_mib();
         println!("\n## {n} LumenoreConnectors");
         for (phase, cpu, wall, failures) in results {
@@ -296,8 +337,10 @@ fn one(n: usize, port: u16) {
             pure_wall * 1000.0 / n as f64
         );
         println!(
-            " memory: operator RSS {rss:.1} MiB now, peak {hwm:.1} MiB (target < 150 MiB at 10,000), {rss0:.1} MiB at start; cache holds {} CRs",
-            reader.state().len()
+            " memory: operator RSS {rss:.1} MiB now, peak {hwm:.1} MiB (target < 150 MiB at 10,000), {rss0:.1} MiB at start; cache holds {} CRs; per-object state kept for {} CRs",
+            reader.state().len(),
+            ctx.tracked_objects()
         );
+        mem.print();
     });
 }

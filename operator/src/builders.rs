@@ -247,6 +247,7 @@ pub fn connector_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
         "LUMENORE_PUBLIC_URL",
         spec.public_url.clone().unwrap_or_else(|| endpoint(lc)),
     ));
+    out.extend(otel_env(lc));
     if let Some(r) = &spec.rate_limits {
         if let Some(v) = r.per_caller_per_minute {
             out.push(env("LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE", v.to_string()));
@@ -257,6 +258,50 @@ pub fn connector_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
         if let Some(v) = r.max_concurrent_backend_calls {
             out.push(env("LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", v.to_string()));
         }
+    }
+    out
+}
+
+/// The OpenTelemetry variables the connector honours (read by its `otel` module and the OpenTelemetry
+/// SDK it configures), of which [`otel_env`] sets some. A test checks each against the connector's
+/// source, so the two cannot drift.
+pub const CONNECTOR_OTEL_ENV: [&str; 6] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+];
+
+/// `service.name` of the connector's spans: `spec.telemetry.otlp.serviceName`, else
+/// `lumenore-connector-<tenant>`.
+pub fn otel_service_name(lc: &LumenoreConnector) -> Option<String> {
+    let otlp = lc.spec.telemetry.as_ref()?.otlp.as_ref()?;
+    Some(
+        otlp.service_name
+            .clone()
+            .unwrap_or_else(|| format!("lumenore-connector-{}", lc.spec.tenant)),
+    )
+}
+
+/// The OTEL_* variables of `spec.telemetry.otlp` (none when unset: the connector exports nothing).
+/// Headers come from the Secret key by reference, never inlined.
+pub fn otel_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
+    let Some(otlp) = lc.spec.telemetry.as_ref().and_then(|t| t.otlp.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.clone()),
+        env("OTEL_EXPORTER_OTLP_PROTOCOL", otlp.protocol.as_str()),
+        env("OTEL_SERVICE_NAME", otel_service_name(lc).unwrap_or_default()),
+    ];
+    if let Some(h) = &otlp.headers_secret_ref {
+        out.push(secret_env("OTEL_EXPORTER_OTLP_HEADERS", &h.name, &h.key));
+    }
+    if let Some(ratio) = otlp.sampling_ratio {
+        out.push(env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
+        out.push(env("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
     }
     out
 }
@@ -542,8 +587,9 @@ fn port(protocol: &str, p: i32) -> NetworkPolicyPort {
     }
 }
 
-/// The (host, port) pairs the connector must reach over HTTPS: the Lumenore server and, with OAuth,
-/// the issuer and the JWKS URL. Ports come from the URLs (443 when they name none).
+/// The (host, port) pairs the connector must reach: the Lumenore server, with OAuth the issuer and
+/// the JWKS URL (HTTPS), and the OTLP trace receiver of `spec.telemetry.otlp`. Ports come from the
+/// URLs (443 when an https URL names none).
 pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
     let spec = &lc.spec;
     let mut urls: Vec<&str> = Vec::new();
@@ -555,6 +601,9 @@ pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
     {
         urls.push(&o.issuer);
         urls.extend(o.jwks_url.as_deref());
+    }
+    if let Some(otlp) = spec.telemetry.as_ref().and_then(|t| t.otlp.as_ref()) {
+        urls.push(&otlp.endpoint);
     }
     let mut out: Vec<(String, u16)> = urls
         .into_iter()

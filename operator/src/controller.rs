@@ -90,6 +90,11 @@ pub fn strip_unused_metadata(obj: &mut Guarded) {
     }
 }
 
+/// How the LumenoreConnector watch lists and watches (the benchmark fills its cache with the same).
+pub fn connector_watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
 /// Run one controller over `ns` (`None` = all namespaces) until `shutdown` is cancelled.
 pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, shutdown: CancellationToken) {
     let client = ctx.client.clone();
@@ -107,7 +112,7 @@ pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, sh
     // The CR cache drops managedFields and the last-applied annotation: they are large and unused.
     let (store, writer) = reflector::store();
     let on_event = ctx.clone();
-    let main = watcher(connectors, watcher::Config::default().any_semantic())
+    let main = watcher(connectors, connector_watch_config())
         .default_backoff()
         .modify(strip_unused_metadata)
         .reflect(writer)

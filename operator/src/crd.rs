@@ -165,6 +165,77 @@ pub struct LumenoreConnectorSpec {
     /// Suspend the connector: scale it to zero replicas while keeping every object.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Telemetry the connector exports. Unset: no traces leave the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Telemetry>,
+}
+
+/// What `spec.telemetry.otlp.endpoint` must look like: an http(s) URL with a host and an explicit
+/// port (the NetworkPolicy opens that port). Shared by the CEL rule and [`crate::validate`].
+pub const OTLP_ENDPOINT_PATTERN: &str = r"^https?://([^/:?#@\s\[\]]+|\[[0-9a-fA-F:.]+\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/[^\s?#]*)?$";
+
+/// Telemetry of the connector.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    /// Export OpenTelemetry traces over OTLP (sets the connector's OTEL_* variables). Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<Otlp>,
+}
+
+/// Trace export over OTLP/HTTP (protobuf), the protocol the connector speaks.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Otlp {
+    /// Base URL of the OTLP/HTTP receiver with an explicit port, e.g. `http://otel-collector.observability.svc:4318` (spans go to `/v1/traces` under it). Sets OTEL_EXPORTER_OTLP_ENDPOINT; the connector's NetworkPolicy allows egress to that port (listed in the `lumenore.io/egress-hosts` annotation).
+    #[x_kube(validation = Rule::new("self.matches('^https?://([^/:?#@\\\\s\\\\[\\\\]]+|\\\\[[0-9a-fA-F:.]+\\\\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/[^\\\\s?#]*)?$')").message("telemetry.otlp.endpoint must be an http or https URL with a host and an explicit port (1-65535), e.g. http://otel-collector.observability.svc:4318"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: String,
+    /// OTLP protocol. The connector exports over HTTP with protobuf bodies only (OTLP/gRPC is not supported): `http/protobuf`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Secret key (same namespace) holding the OTLP request headers, `name=value` pairs separated by commas (e.g. `authorization=Bearer ...`). Passed to the connector as OTEL_EXPORTER_OTLP_HEADERS from the Secret, never inlined in the pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretKeyRef>,
+    /// `service.name` of the exported spans. Default: `lumenore-connector-<tenant>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), pattern(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled, 0 to 1 (OTEL_TRACES_SAMPLER=parentbased_traceidratio): a trace the caller started keeps its caller's decision. Unset: every trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: Option<f64>,
+}
+
+/// OTLP protocols the connector can export with.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP over HTTP, protobuf bodies.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// Value of OTEL_EXPORTER_OTLP_PROTOCOL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// One key of a Secret in the resource's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 fn default_server_url() -> String {
@@ -312,13 +383,13 @@ pub struct Scheduling {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
-    /// Create a NetworkPolicy for the connector pods (ingress only from `ingressFrom`, egress only DNS and HTTPS).
+    /// Create a NetworkPolicy for the connector pods (ingress only from `ingressFrom`, egress only DNS and the ports of the URLs the connector calls).
     #[serde(default = "default_true")]
     pub network_policy: bool,
     /// Peers allowed to reach the connector on port 8080. Empty: pods of the same namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress_from: Vec<NetworkPolicyPeer>,
-    /// Peers the connector may reach over HTTPS (port 443). Empty: any address. DNS is always allowed.
+    /// Peers the connector may reach on the ports of the URLs it calls (serverUrl, the OAuth issuer and JWKS URL, the OTLP endpoint; their `host:port` are listed in the NetworkPolicy's `lumenore.io/egress-hosts` annotation). Empty: any address. DNS is always allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_to: Vec<NetworkPolicyPeer>,
     /// Host header values accepted in addition to the Service's in-cluster names (e.g. an Ingress host).

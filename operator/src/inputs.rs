@@ -107,6 +107,38 @@ pub async fn read_inputs(client: &Client, lc: &LumenoreConnector) -> Result<Inpu
         }
     }
 
+    // The OTLP headers reach the connector as an environment variable, read at start: their hash
+    // joins the credentials hash, so a rotation rolls the pods. (Unset: the hash is unchanged.)
+    if let Some(h) = lc
+        .spec
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.otlp.as_ref())
+        .and_then(|o| o.headers_secret_ref.as_ref())
+    {
+        match get_secret(&api, &h.name).await? {
+            None => {
+                out.problem = Some(SecretProblem::NotFound {
+                    secret: h.name.clone(),
+                });
+                return Ok(out);
+            }
+            Some(secret) => match check_keys(&h.name, &secret, &[h.key.as_str()]) {
+                Ok(headers) => {
+                    let previous = out.credentials_hash.take().unwrap_or_default();
+                    out.credentials_hash = Some(hash_values([
+                        ("credentials", previous.as_bytes()),
+                        ("otlp-headers", headers.as_bytes()),
+                    ]));
+                }
+                Err(p) => {
+                    out.problem = Some(p);
+                    return Ok(out);
+                }
+            },
+        }
+    }
+
     if lc.spec.auth.mode == crate::crd::AuthMode::ApiKeys
         && let Some(keys) = &lc.spec.auth.api_keys
     {
@@ -132,5 +164,12 @@ pub async fn read_inputs(client: &Client, lc: &LumenoreConnector) -> Result<Inpu
 pub fn referenced_secrets(lc: &LumenoreConnector) -> impl Iterator<Item = &str> {
     let creds = lc.spec.credentials.as_ref().map(|c| c.secret_name.as_str());
     let keys = lc.spec.auth.api_keys.as_ref().map(|k| k.secret_name.as_str());
-    creds.into_iter().chain(keys)
+    let headers = lc
+        .spec
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.otlp.as_ref())
+        .and_then(|o| o.headers_secret_ref.as_ref())
+        .map(|h| h.name.as_str());
+    creds.into_iter().chain(keys).chain(headers)
 }

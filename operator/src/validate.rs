@@ -1,7 +1,7 @@
 //! Pure validation of a `LumenoreConnector`: the CEL rules re-checked in Rust (objects stored before a
 //! rule existed, or created with validation off), and the operator's region guard.
 
-use crate::crd::{AuthMode, Backend, Cloud, LumenoreConnector};
+use crate::crd::{AuthMode, Backend, Cloud, LumenoreConnector, OTLP_ENDPOINT_PATTERN, Otlp};
 
 /// What this operator's cluster is; `None` fields are not checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,6 +141,12 @@ pub fn validate(lc: &LumenoreConnector, cluster: &ClusterIdentity) -> Result<Str
         _ => {}
     }
 
+    if let Some(otlp) = spec.telemetry.as_ref().and_then(|t| t.otlp.as_ref())
+        && let Err(m) = validate_otlp(otlp)
+    {
+        return invalid(m);
+    }
+
     if let Some(cloud) = cluster.cloud
         && cloud != spec.region.cloud
     {
@@ -166,4 +172,35 @@ pub fn validate(lc: &LumenoreConnector, cluster: &ClusterIdentity) -> Result<Str
         );
     }
     Ok(msg)
+}
+
+/// The rules of `spec.telemetry.otlp` (the CRD's CEL and schema rules, re-checked for objects stored
+/// before they existed). The endpoint's value is not echoed: it is the user's.
+fn validate_otlp(otlp: &Otlp) -> Result<(), String> {
+    static ENDPOINT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let endpoint = ENDPOINT.get_or_init(|| regex::Regex::new(OTLP_ENDPOINT_PATTERN).expect("valid pattern"));
+    if otlp.endpoint.len() > 2048 || !endpoint.is_match(&otlp.endpoint) {
+        return Err("spec.telemetry.otlp.endpoint must be an http or https URL with a host and an explicit port (1-65535), e.g. http://otel-collector.observability.svc:4318".into());
+    }
+    if let Some(h) = &otlp.headers_secret_ref
+        && (h.name.is_empty() || h.key.is_empty())
+    {
+        return Err("spec.telemetry.otlp.headersSecretRef needs a Secret name and a key".into());
+    }
+    if let Some(name) = &otlp.service_name {
+        let ok = (1..=255).contains(&name.len())
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err("spec.telemetry.otlp.serviceName must be 1-255 letters, digits, '.', '_' and '-', starting with a letter or digit".into());
+        }
+    }
+    if let Some(r) = otlp.sampling_ratio
+        && !(0.0..=1.0).contains(&r)
+    {
+        return Err("spec.telemetry.otlp.samplingRatio must be between 0 and 1".into());
+    }
+    Ok(())
 }

@@ -52,6 +52,145 @@ fn snapshots_embedded() {
     snapshot_all("embedded", &connector("demo", "demo", embedded_spec()));
 }
 
+/// `full_spec` exporting traces: OTLP endpoint in the cluster, headers from a Secret, 25 % sampling.
+fn telemetry_spec() -> Value {
+    let mut spec = full_spec();
+    spec["telemetry"] = json!({"otlp": {
+        "endpoint": "http://otel-collector.observability.svc:4318",
+        "headersSecretRef": {"name": "globex-otlp", "key": "headers"},
+        "samplingRatio": 0.25
+    }});
+    spec
+}
+
+#[test]
+fn snapshots_telemetry() {
+    let c = build(&connector("tenants", "globex", telemetry_spec()));
+    insta::assert_yaml_snapshot!("telemetry_deployment", c.deployment);
+    insta::assert_yaml_snapshot!("telemetry_networkpolicy", c.network_policy);
+}
+
+#[test]
+fn telemetry_sets_the_otel_variables_and_opens_the_collector_port() {
+    let c = build(&connector("tenants", "globex", telemetry_spec()));
+    let env = env_map(&c);
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector.observability.svc:4318"
+    );
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert_eq!(
+        env["OTEL_SERVICE_NAME"], "lumenore-connector-globex",
+        "defaults from the tenant"
+    );
+    assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+    // Headers by reference only: the pod spec never holds them.
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_HEADERS"],
+        json!({"secretKeyRef": {"name": "globex-otlp", "key": "headers", "optional": false}})
+    );
+    let np = serde_json::to_value(&c.network_policy).unwrap();
+    let ports: Vec<i64> = np["spec"]["egress"][1]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [443, 4318]);
+    let hosts = np["metadata"]["annotations"][builders::EGRESS_HOSTS_ANNOTATION]
+        .as_str()
+        .unwrap();
+    assert!(hosts.contains("otel-collector.observability.svc:4318"), "{hosts}");
+
+    // A service name of one's own; no sampling ratio: the SDK's default (every trace) is left alone.
+    let mut spec = telemetry_spec();
+    spec["telemetry"]["otlp"]["serviceName"] = json!("mcp-globex");
+    spec["telemetry"]["otlp"]
+        .as_object_mut()
+        .unwrap()
+        .remove("samplingRatio");
+    let env = env_map(&build(&connector("tenants", "globex", spec)));
+    assert_eq!(env["OTEL_SERVICE_NAME"], "mcp-globex");
+    assert!(!env.contains_key("OTEL_TRACES_SAMPLER") && !env.contains_key("OTEL_TRACES_SAMPLER_ARG"));
+
+    // Without telemetry: no OTEL variable at all (the connector exports nothing).
+    let env = env_map(&build(&connector("tenants", "globex", full_spec())));
+    assert!(!env.keys().any(|k| k.starts_with("OTEL_")), "{env:?}");
+}
+
+/// The OTEL_* variables the operator may set are the ones the connector honours: those its `otel`
+/// module reads itself (quoted in its code) and those the OpenTelemetry SDK reads because the connector
+/// keeps the SDK's defaults (named in the module's documentation, and no code overriding them).
+#[test]
+fn every_otel_variable_set_on_the_connector_is_one_it_honours() {
+    let otel = include_str!("../../connector/src/otel.rs");
+    let direct = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+    ];
+    let through_sdk = [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+    ];
+    for v in direct {
+        assert!(
+            otel.contains(&format!("\"{v}\"")),
+            "connector/src/otel.rs does not read {v}"
+        );
+    }
+    for v in through_sdk {
+        assert!(
+            otel.contains(&format!("`{v}`")),
+            "connector/src/otel.rs does not name {v}"
+        );
+    }
+    for overriding in [
+        "with_sampler(",
+        "with_headers(",
+        "with_endpoint(",
+        "with_protocol(",
+    ] {
+        assert!(
+            !otel.contains(overriding),
+            "the connector sets {overriding}...) in code: the environment no longer rules"
+        );
+    }
+    // The one protocol the operator may set is the one the connector accepts.
+    assert!(
+        otel.contains("!= \"http/protobuf\""),
+        "the connector's protocol check changed"
+    );
+    let mut listed: Vec<&str> = builders::CONNECTOR_OTEL_ENV.to_vec();
+    listed.sort_unstable();
+    let mut known: Vec<&str> = direct.into_iter().chain(through_sdk).collect();
+    known.sort_unstable();
+    assert_eq!(listed, known);
+
+    let mut set = std::collections::BTreeSet::new();
+    let mut named = telemetry_spec();
+    named["telemetry"]["otlp"]["serviceName"] = json!("mcp-globex");
+    for spec in [telemetry_spec(), named] {
+        for e in builders::connector_env(&connector("tenants", "globex", spec)) {
+            if e.name.starts_with("OTEL_") {
+                set.insert(e.name);
+            }
+        }
+    }
+    let unknown: Vec<&String> = set
+        .iter()
+        .filter(|n| !builders::CONNECTOR_OTEL_ENV.contains(&n.as_str()))
+        .collect();
+    assert!(unknown.is_empty(), "not honoured by the connector: {unknown:?}");
+    assert_eq!(
+        set.len(),
+        builders::CONNECTOR_OTEL_ENV.len(),
+        "every variable exercised: {set:?}"
+    );
+}
+
 fn env_map(c: &Children) -> std::collections::BTreeMap<String, Value> {
     let d = serde_json::to_value(&c.deployment).unwrap();
     d["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -429,10 +568,20 @@ fn every_env_var_set_on_the_connector_is_one_it_accepts() {
         json!({"perCallerPerMinute": 1, "tenantPerMinute": 2, "maxConcurrentBackendCalls": 3});
     oauth["network"]["allowedOrigins"] = json!(["https://chat.example.com"]);
     let mut set = std::collections::BTreeSet::new();
-    for spec in [minimal_spec(), full_spec(), oauth, embedded_spec()] {
+    for spec in [
+        minimal_spec(),
+        full_spec(),
+        oauth,
+        embedded_spec(),
+        telemetry_spec(),
+    ] {
         let lc = connector("tenants", "acme", spec);
         for e in builders::connector_env(&lc) {
-            set.insert(e.name);
+            // OTEL_* are read from the environment by the connector's otel module and the
+            // OpenTelemetry SDK, not through clap: every_otel_variable_set_on_the_connector_is_one_it_honours.
+            if !builders::CONNECTOR_OTEL_ENV.contains(&e.name.as_str()) {
+                set.insert(e.name);
+            }
         }
     }
     assert!(set.len() >= 18, "every option exercised: {set:?}");

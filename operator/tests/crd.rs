@@ -385,3 +385,67 @@ fn schema_uses_only_formats_the_api_server_knows() {
     });
     assert!(unknown.is_empty(), "{unknown:?}");
 }
+
+#[test]
+fn cel_otlp_endpoint_is_an_http_url_with_a_host_and_a_port() {
+    let otlp = |endpoint: &str| {
+        object(with(
+            good_spec(),
+            &["telemetry"],
+            json!({"otlp": {"endpoint": endpoint}}),
+        ))
+    };
+    for good in [
+        "http://otel-collector.observability.svc:4318",
+        "https://otlp.example.com:443/tenant-a",
+        "http://10.0.0.7:4318",
+        "http://[fd00::7]:4318",
+    ] {
+        cel(&otlp(good), None).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "otel-collector:4318",
+        "grpc://otel-collector:4317",
+        "http://otel-collector",
+        "https://otlp.example.com/v1/traces",
+        "http://otel-collector:0",
+        "http://otel-collector:65536",
+        "http://user:secret@otel-collector:4318",
+        "http://:4318",
+        "http://otel-collector:4318?x=1",
+    ] {
+        let err = cel(&otlp(bad), None).unwrap_err();
+        assert!(
+            err.contains(
+                "telemetry.otlp.endpoint must be an http or https URL with a host and an explicit port"
+            ),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn otlp_schema_rules() {
+    let s = schema();
+    let otlp = &s["properties"]["spec"]["properties"]["telemetry"]["properties"]["otlp"];
+    assert_eq!(otlp["required"], json!(["endpoint"]));
+    assert_eq!(otlp["properties"]["protocol"]["enum"], json!(["http/protobuf"]));
+    assert_eq!(otlp["properties"]["protocol"]["default"], "http/protobuf");
+    let ratio = &otlp["properties"]["samplingRatio"];
+    assert_eq!(
+        (ratio["minimum"].as_f64(), ratio["maximum"].as_f64()),
+        (Some(0.0), Some(1.0))
+    );
+    assert_eq!(
+        otlp["properties"]["headersSecretRef"]["required"],
+        json!(["key", "name"])
+    );
+    // Only formats the API server knows (it warns about others).
+    let mut formats = Vec::new();
+    walk("otlp", otlp, &mut |path, node| {
+        if let Some(f) = node.get("format").and_then(Value::as_str) {
+            formats.push(format!("{path}: {f}"));
+        }
+    });
+    assert!(formats.iter().all(|f| f.ends_with(": double")), "{formats:?}");
+}

@@ -325,3 +325,166 @@ async fn an_injected_hang_never_answers() {
     assert!(sas.get_opt("acme").await.unwrap().is_none());
     assert_eq!(api.log().first().map(|l| l.status), Some(0));
 }
+
+fn service_account(ns: &str, name: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// LIST pages as the API server pages them: `limit` objects per page in key order, a continue token
+/// and `remainingItemCount` while more remain, the first page's resourceVersion on every page; the
+/// watch cache (`resourceVersion=0`) ignores `limit`; bad and expired tokens are refused.
+#[tokio::test]
+async fn lists_are_paged_with_limit_and_continue() {
+    let api = FakeApi::new();
+    for i in 0..7 {
+        api.put(&service_account(NS, &format!("sa-{i}")));
+    }
+    for i in 0..2 {
+        api.put(&service_account("other", &format!("sa-{i}")));
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client(), NS);
+    let mut names = Vec::new();
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    let mut rvs = std::collections::BTreeSet::new();
+    loop {
+        let mut lp = kube::api::ListParams::default().limit(3);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = sas.list(&lp).await.unwrap();
+        pages.push((page.items.len(), page.metadata.remaining_item_count));
+        names.extend(page.items.iter().map(|o| o.metadata.name.clone().unwrap()));
+        rvs.insert(page.metadata.resource_version.clone().unwrap());
+        // An object written meanwhile does not change the pages' resourceVersion.
+        api.put(&service_account("zzz", "later"));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, [(3, Some(4)), (3, Some(1)), (1, None)]);
+    assert_eq!(names, (0..7).map(|i| format!("sa-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        rvs.len(),
+        1,
+        "every page carries the first page's resourceVersion: {rvs:?}"
+    );
+
+    // Across namespaces: key order (namespace, then name); limit 0 means no limit.
+    let all: Api<ServiceAccount> = Api::all(api.client());
+    let first = all
+        .list(&kube::api::ListParams::default().limit(2))
+        .await
+        .unwrap();
+    let keys: Vec<_> = first
+        .items
+        .iter()
+        .map(|o| {
+            (
+                o.metadata.namespace.clone().unwrap(),
+                o.metadata.name.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("other".to_string(), "sa-0".to_string()),
+            ("other".into(), "sa-1".into())
+        ]
+    );
+    // 7 + 2 + the one written during the paging above.
+    assert_eq!(first.metadata.remaining_item_count, Some(8));
+    assert_eq!(all.list(&Default::default()).await.unwrap().items.len(), 10);
+
+    // resourceVersion=0 is served from the watch cache, which ignores limit ...
+    let (code, body) = api
+        .handle(
+            &Method::GET,
+            &format!("/api/v1/namespaces/{NS}/serviceaccounts"),
+            Some("limit=3&resourceVersion=0&resourceVersionMatch=NotOlderThan"),
+            "",
+            &[],
+        )
+        .unwrap();
+    let cached: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((code, cached["items"].as_array().unwrap().len()), (200, 7));
+    assert!(
+        cached["metadata"].get("continue").is_none(),
+        "{}",
+        cached["metadata"]
+    );
+    // ... which is why kube leaves resourceVersion=0 out when it sends a limit (the "any" semantic
+    // of kube's watcher still pages).
+    let paged = sas
+        .list(&kube::api::ListParams::default().limit(3).match_any())
+        .await
+        .unwrap();
+    assert_eq!(paged.items.len(), 3);
+
+    // A token that is not the server's: 400. An expired one (after a compaction): 410 Expired.
+    let bad = sas
+        .list(
+            &kube::api::ListParams::default()
+                .limit(3)
+                .continue_token("bm90LWEtdG9rZW4"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(&bad, kube::Error::Api(s) if s.code == 400), "{bad:?}");
+    let page = sas
+        .list(&kube::api::ListParams::default().limit(3))
+        .await
+        .unwrap();
+    let token = page.metadata.continue_.unwrap();
+    api.expire_continue_tokens();
+    let expired = sas
+        .list(&kube::api::ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap_err();
+    match expired {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+            assert!(s.message.contains("too old"), "{}", s.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// kube's watcher, configured as the operator's LumenoreConnector watch (with a smaller page), lists
+/// page by page from the fake, as it does from an API server.
+#[tokio::test]
+async fn the_watcher_lists_page_by_page() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let api = FakeApi::new();
+    for i in 0..5 {
+        api.put(&service_account(NS, &format!("sa-{i}")));
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(api.client(), NS);
+    let config = lumenore_operator::controller::connector_watch_config().page_size(2);
+    let mut events = watcher(sas, config).boxed();
+    let mut seen = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev.unwrap() {
+            watcher::Event::InitApply(o) => seen.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let lists: Vec<_> = api
+        .log()
+        .into_iter()
+        .filter(|l| l.method == Method::GET && l.path.ends_with("/serviceaccounts"))
+        .collect();
+    assert_eq!(lists.len(), 3, "pages of 2, 2 and 1: {lists:?}");
+}

@@ -662,6 +662,72 @@ async fn an_invalid_spec_is_rejected_with_the_rule() {
     assert!(e.api.names::<Deployment>(NS).is_empty());
 }
 
+/// A bad `spec.telemetry.otlp` (stored before the CRD's rules, or through a server without them) is
+/// refused in the status and an Event naming the field and the rule, and nothing is deployed. The
+/// headers Secret is checked like the credentials, and its rotation rolls the pods.
+#[tokio::test]
+async fn telemetry_is_validated_and_its_headers_secret_rolls_the_pods() {
+    let e = env();
+    e.api.put(&acme_secret());
+    let mut spec = minimal_spec();
+    spec["telemetry"] = json!({"otlp": {"endpoint": "http://otel-collector.observability.svc"}});
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    assert_eq!(e.reconcile("acme").await.unwrap(), Action::await_change());
+    let c = e.condition("acme", "Accepted");
+    assert_condition(&c, "False", "InvalidSpec");
+    assert!(
+        c.message.contains("spec.telemetry.otlp.endpoint") && c.message.contains("explicit port"),
+        "{}",
+        c.message
+    );
+    assert!(e.event_reasons().contains(&"InvalidSpec".to_string()));
+    assert!(e.api.names::<Deployment>(NS).is_empty());
+    for (field, value, rule) in [
+        ("samplingRatio", json!(1.5), "between 0 and 1"),
+        ("serviceName", json!("-svc"), "starting with a letter or digit"),
+    ] {
+        let mut bad = spec.clone();
+        bad["telemetry"]["otlp"]["endpoint"] = json!("http://otel-collector.observability.svc:4318");
+        bad["telemetry"]["otlp"][field] = value;
+        e.api.put(&connector(NS, "acme", bad));
+        e.reconcile("acme").await.unwrap();
+        let c = e.condition("acme", "Accepted");
+        assert!(
+            c.message.contains(&format!("spec.telemetry.otlp.{field}")) && c.message.contains(rule),
+            "{}",
+            c.message
+        );
+    }
+
+    spec["telemetry"]["otlp"] = json!({
+        "endpoint": "http://otel-collector.observability.svc:4318",
+        "headersSecretRef": {"name": "acme-otlp", "key": "headers"}
+    });
+    e.api.put(&connector(NS, "acme", spec));
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "False", "SecretNotFound");
+    assert!(e.condition("acme", "Ready").message.contains("acme-otlp"));
+    e.api
+        .put(&secret("acme-otlp", &[("headers", "authorization=Bearer one")]));
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Accepted"), "True", "Accepted");
+    let before = e.hash("acme");
+    e.api
+        .put(&secret("acme-otlp", &[("headers", "authorization=Bearer two")]));
+    e.reconcile("acme").await.unwrap();
+    assert_ne!(
+        e.hash("acme"),
+        before,
+        "the headers are read at start: a rotation rolls the pods"
+    );
+    let store_has =
+        |lc: &LumenoreConnector| lumenore_operator::inputs::referenced_secrets(lc).any(|s| s == "acme-otlp");
+    assert!(
+        store_has(&e.cr("acme")),
+        "the headers Secret's changes reach the connector"
+    );
+}
+
 #[tokio::test]
 async fn api_keys_secret_is_checked_but_does_not_roll_pods() {
     let e = env_with(ClusterIdentity::default());

@@ -1,8 +1,9 @@
 //! An in-memory Kubernetes API server, as a tower `Service` plugged into `kube::Client::new`.
 //!
-//! It stores objects as JSON and answers what the operator sends: GET (one object or a list), POST
-//! (create), PUT (replace, with resourceVersion conflicts), PATCH (server-side apply, merge patch;
-//! on the main resource or the `status` subresource) and DELETE. Faults can be injected per request
+//! It stores objects as JSON and answers what the operator sends: GET (one object, or a list, paged
+//! with `limit`/`continue`, see [`paging`]), POST (create), PUT (replace, with resourceVersion
+//! conflicts), PATCH (server-side apply, merge patch; on the main resource or the `status`
+//! subresource) and DELETE. Faults can be injected per request
 //! (a status code and message, or a hang that never answers) and every request is logged.
 //!
 //! Server-side apply follows the API server's rules (structured-merge-diff, see [`ssa`]): every
@@ -21,7 +22,7 @@
 //! without `spec.replicas` is defaulted to 1, as the API server does.
 //!
 //! Shared by the reconcile scenarios and the benchmark (`#[path]`-included), so it stays dependency
-//! light: kube, http, http-body-util, serde_json, tower, axum.
+//! light: kube, http, http-body-util, serde_json, tower, axum, hex.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +71,9 @@ struct State {
     /// (collection key, ns, name, manager) → last applied body.
     applied: HashMap<(String, String, String, String), Value>,
     keep_applied: bool,
+    /// Continue tokens issued before this resourceVersion are expired (410), as after an etcd
+    /// compaction.
+    compacted_rv: u64,
     /// Clients (by name) whose requests never get an answer (a network partition, a half-open
     /// connection).
     partitioned: std::collections::HashSet<String>,
@@ -127,6 +131,7 @@ fn reason_for(code: u16) -> &'static str {
         403 => "Forbidden",
         404 => "NotFound",
         409 => "Conflict",
+        410 => "Expired",
         422 => "Invalid",
         429 => "TooManyRequests",
         500 => "InternalError",
@@ -585,6 +590,13 @@ impl FakeApi {
         });
     }
 
+    /// Expire every continue token issued so far (an etcd compaction): continuing a paged LIST with
+    /// one answers 410 Expired, with a token to go on from the current state.
+    pub fn expire_continue_tokens(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.compacted_rv = s.rv + 1;
+    }
+
     /// Drop every injected fault that has not fired yet.
     pub fn clear_faults(&self) {
         self.state.lock().unwrap().faults.clear();
@@ -697,6 +709,67 @@ impl State {
         Some((422, status_body(422, "Invalid", &msg)))
     }
 
+    /// LIST, in pages when the client asks for them (see [`paging`]).
+    fn list(&self, t: &Target, query: Option<&str>) -> (u16, Value) {
+        let limit = query_param(query, "limit")
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        let token = query_param(query, "continue").filter(|c| !c.is_empty());
+        // `resourceVersion=0` without a continue token is answered from the API server's watch cache,
+        // which ignores `limit` (kubernetes/kubernetes#70735): one response with every object.
+        let from_watch_cache = token.is_none() && query_param(query, "resourceVersion") == Some("0");
+        let limit = if from_watch_cache { None } else { limit };
+        let (list_rv, after) = match token.map(paging::decode) {
+            None => (self.rv, None),
+            Some(None) => {
+                return (
+                    400,
+                    status_body(400, "BadRequest", "continue key is not valid: malformed token"),
+                );
+            }
+            Some(Some((rv, _))) if rv < self.compacted_rv => {
+                let mut st = status_body(410, "Expired", paging::EXPIRED_MESSAGE);
+                // The token to go on with, inconsistently, from the current state (as the API server
+                // offers it).
+                let (_, key) = paging::decode(token.unwrap_or_default()).unwrap_or_default();
+                st["metadata"]["continue"] = json!(paging::encode(self.rv, &key));
+                return (410, st);
+            }
+            Some(Some((rv, key))) => (rv, Some(key)),
+        };
+        let empty = BTreeMap::new();
+        let coll = self.objects.get(&t.collection).unwrap_or(&empty);
+        let in_scope = |(ns, _): &(String, String)| t.namespace.as_deref().is_none_or(|want| ns == want);
+        let rest = coll
+            .range::<(String, String), _>((
+                after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                std::ops::Bound::Unbounded,
+            ))
+            .filter(|(k, _)| in_scope(k));
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut remaining = 0usize;
+        for (k, v) in rest {
+            if limit.is_some_and(|n| items.len() >= n) {
+                remaining += 1;
+            } else {
+                items.push(v.clone());
+                last = Some(k);
+            }
+        }
+        let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+        if remaining > 0
+            && let Some(k) = last
+        {
+            metadata["continue"] = json!(paging::encode(list_rv, k));
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        (
+            200,
+            json!({"apiVersion": t.api_version, "kind": "List", "metadata": metadata, "items": items}),
+        )
+    }
+
     fn handle(
         &mut self,
         method: &Method,
@@ -737,22 +810,7 @@ impl State {
         let status_sub = t.subresource.as_deref() == Some("status");
 
         match (method.clone(), t.name.clone()) {
-            (Method::GET, None) => {
-                let items: Vec<Value> = self
-                    .objects
-                    .get(&t.collection)
-                    .map(|m| {
-                        m.iter()
-                            .filter(|((n, _), _)| t.namespace.is_none() || *n == ns)
-                            .map(|(_, v)| v.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (
-                    200,
-                    json!({"apiVersion": t.api_version, "kind": "List", "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
-                )
-            }
+            (Method::GET, None) => self.list(&t, query),
             (Method::GET, Some(name)) => match self.get_obj(&t, &ns, &name) {
                 Some(v) => (200, v),
                 None => not_found(&name),
@@ -933,6 +991,42 @@ impl State {
                 status_body(405, "MethodNotAllowed", "not supported by the fake"),
             ),
         }
+    }
+}
+
+/// Paged LISTs, as the API server pages them (`limit` and `continue`, see "Retrieving large results
+/// sets in chunks" in the Kubernetes API concepts): objects in key order (namespace, name); a page of
+/// at most `limit` objects; when more remain, `metadata.continue` (an opaque token naming the list's
+/// resourceVersion and the last key returned) and `metadata.remainingItemCount`; every page carries
+/// the first page's resourceVersion. A malformed token is a 400, an expired one (see
+/// [`FakeApi::expire_continue_tokens`]) a 410 `Expired`. Unlike etcd, later pages show the objects
+/// as they are now, not as they were at that resourceVersion.
+pub mod paging {
+    use serde_json::{Value, json};
+
+    /// The API server's message for an expired continue token.
+    pub const EXPIRED_MESSAGE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+    /// The token continuing after key `(ns, name)` of a list at `rv`.
+    pub fn encode(rv: u64, key: &(String, String)) -> String {
+        let body = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": [key.0, key.1]});
+        hex::encode(body.to_string())
+    }
+
+    /// (resourceVersion, last key) of a token; `None` when it is not one of ours.
+    pub fn decode(token: &str) -> Option<(u64, (String, String))> {
+        let v: Value = serde_json::from_slice(&hex::decode(token).ok()?).ok()?;
+        if v["v"] != "meta.k8s.io/v1" {
+            return None;
+        }
+        let start = v["start"].as_array()?;
+        Some((
+            v["rv"].as_u64()?,
+            (
+                start.first()?.as_str()?.to_string(),
+                start.get(1)?.as_str()?.to_string(),
+            ),
+        ))
     }
 }
 
