@@ -8,6 +8,7 @@ use lumenore_connector::{
     metrics::Metrics,
     otel,
 };
+use tokio_util::sync::CancellationToken;
 
 /// jemalloc rather than the system allocator: fewer CPU cycles per call under concurrent load, and memory
 /// freed after a burst of clients goes back to the system within seconds (glibc's malloc keeps it).
@@ -59,10 +60,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(config));
-    drop(runtime);
+    if matches!(result, Ok(Stopped::WhileLoading)) {
+        // The backend set-up still runs on a blocking thread and cannot be interrupted; dropping the
+        // runtime would wait for it (seconds for a large catalog, forever for a stalled file).
+        runtime.shutdown_background();
+    } else {
+        drop(runtime);
+    }
     otel::shutdown(); // otel: export the spans still buffered
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!(%message, "connector stopped");
             eprintln!("error: {message}");
@@ -71,7 +78,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+/// How [`run`] ended without an error.
+enum Stopped {
+    /// A shutdown signal arrived while the backend was being set up.
+    WhileLoading,
+    /// After serving and draining.
+    AfterServing,
+}
+
+async fn run(config: Config) -> Result<Stopped, String> {
+    // One listener for SIGTERM/SIGINT from the start to the end: a signal that arrives while the port is
+    // handed over from the start-up router to the real one is not lost.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        let signal = shutdown_signal();
+        async move {
+            signal.await;
+            stop.cancel();
+        }
+    });
     app::install_crypto_provider();
     let metrics = Metrics::new();
     let credentials = Credentials::from_env();
@@ -91,9 +117,9 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let backend = tokio::select! {
         loaded = loading => loaded.map_err(|_| "backend set-up stopped unexpectedly".to_string())??,
-        () = shutdown_signal() => {
+        () = stop.cancelled() => {
             tracing::info!("stopped while the backend was loading");
-            return Ok(());
+            return Ok(Stopped::WhileLoading);
         }
     };
     tracing::info!(
@@ -111,8 +137,9 @@ async fn run(config: Config) -> Result<(), String> {
         "serving MCP at http://{address}/mcp"
     );
     app::spawn_readiness_loop(&app, config.readiness_interval);
-    app::serve(app, listener, config.shutdown_grace, shutdown_signal())
+    app::serve(app, listener, config.shutdown_grace, stop.cancelled_owned())
         .await
+        .map(|()| Stopped::AfterServing)
         .map_err(|error| format!("server error: {error}"))
 }
 
@@ -143,23 +170,32 @@ fn run_command(command: &Command) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere). On Unix the handlers are installed when this is called,
+/// so a signal that arrives before the future is first polled still counts.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
                 signal.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    }
+    let terminate = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            () = received(terminate) => {},
+            () = received(interrupt) => {},
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -109,7 +109,14 @@ mod tests {
 
     #[tokio::test]
     async fn names_that_are_not_allowed_are_refused_while_starting_too() {
-        let (status, _, _) = answer("GET", "/healthz", "rebind.attacker.example").await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
+        for (method, path) in [
+            ("GET", "/healthz"),
+            ("GET", "/readyz"),
+            ("POST", "/mcp"),
+            ("GET", "/metrics"),
+        ] {
+            let (status, _, _) = answer(method, path, "rebind.attacker.example").await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        }
     }
 }
