@@ -393,13 +393,14 @@ async fn otel_mode() {
         }
         let connector = Connector(command.spawn().expect("spawn connector"));
         let url = format!("http://127.0.0.1:{port}");
-        while !matches!(client.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_ready(&client, &url).await;
         let mcp = format!("{url}/mcp");
-        load(&client, &mcp, body.clone(), &headers, 2_000, concurrency).await;
+        // A trace-id ratio decides per trace id: the 10% runs send no traceparent, so each call starts a
+        // trace of its own (one fixed client trace id would be all in or all out).
+        let headers: &[(&'static str, &'static str)] = if mode == 2 { &headers[..2] } else { &headers };
+        load(&client, &mcp, body.clone(), headers, 2_000, concurrency).await;
         let before = cpu_seconds(connector.0.id());
-        let (_, wall) = load(&client, &mcp, body.clone(), &headers, calls, concurrency).await;
+        let (_, wall) = load(&client, &mcp, body.clone(), headers, calls, concurrency).await;
         // Let the last batch go out, so its export is counted.
         tokio::time::sleep(Duration::from_millis(if on { 6_000 } else { 100 })).await;
         let cpu = cpu_seconds(connector.0.id()) - before;
@@ -464,9 +465,7 @@ async fn burst_mode() {
     let pid = connector.0.id();
     let base = format!("http://127.0.0.1:{port}");
     let probe = reqwest::Client::new();
-    while !matches!(probe.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_ready(&probe, &base).await;
     let mcp = format!("{base}/mcp");
     let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
@@ -564,4 +563,16 @@ const MCP_HEADERS: [(&str, &str); 2] = [
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// Polls `{base}/readyz` until it answers 200; panics after 60 s (a connector that never starts).
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        assert!(
+            Instant::now() < deadline,
+            "the connector at {base} was not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
