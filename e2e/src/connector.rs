@@ -226,42 +226,15 @@ impl Connector {
         self.exited
     }
 
-    /// Polls `path` until it answers 200; returns the time since the process was spawned.
-    async fn wait_for(&mut self, path: &str, timeout: Duration) -> Result<Duration, String> {
+    /// Polls `path` until `done(status, body)`; returns the time since the process was spawned.
+    async fn poll(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+        done: impl Fn(reqwest::StatusCode, &str) -> bool,
+    ) -> Result<Duration, String> {
         let client = http_client(Duration::from_secs(2));
         let url = format!("{}{path}", self.base);
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer yet");
-        while Instant::now() < deadline {
-            if let Some(status) = self.try_exit() {
-                return Err(format!("the connector exited early with {status}"));
-            }
-            match client.get(&url).send().await {
-                Ok(response) if response.status().is_success() => return Ok(self.spawned_at.elapsed()),
-                Ok(response) => {
-                    last = format!(
-                        "{} {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    )
-                }
-                Err(error) => last = error.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Err(format!("{path} not OK within {timeout:?}; last answer: {last}"))
-    }
-
-    pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration, String> {
-        self.wait_for("/healthz", timeout).await
-    }
-
-    /// Waits until the backend is loaded: the port opens at once and answers `/readyz` with the reason
-    /// "starting" until then; afterwards `/readyz` is 200, or 503 for another reason (a backend that is
-    /// unreachable on purpose), and `/mcp` serves.
-    pub async fn wait_started(&mut self, timeout: Duration) -> Result<Duration, String> {
-        let client = http_client(Duration::from_secs(2));
-        let url = format!("{}/readyz", self.base);
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
@@ -272,7 +245,7 @@ impl Connector {
                 Ok(response) => {
                     let status = response.status();
                     let body = response.text().await.unwrap_or_default();
-                    if status.is_success() || !body.contains(STARTING) {
+                    if done(status, &body) {
                         return Ok(self.spawned_at.elapsed());
                     }
                     last = format!("{status} {body}");
@@ -282,8 +255,27 @@ impl Connector {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(format!(
-            "not started within {timeout:?}; last /readyz answer: {last}"
+            "{path} not as awaited within {timeout:?}; last answer: {last}"
         ))
+    }
+
+    /// Polls `path` until it answers 200.
+    async fn wait_for(&mut self, path: &str, timeout: Duration) -> Result<Duration, String> {
+        self.poll(path, timeout, |status, _| status.is_success()).await
+    }
+
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<Duration, String> {
+        self.wait_for("/healthz", timeout).await
+    }
+
+    /// Waits until the backend is loaded: the port opens at once and answers `/readyz` with the reason
+    /// "starting" until then; afterwards `/readyz` is 200, or 503 for another reason (a backend that is
+    /// unreachable on purpose), and `/mcp` serves.
+    pub async fn wait_started(&mut self, timeout: Duration) -> Result<Duration, String> {
+        self.poll("/readyz", timeout, |status, body| {
+            status.is_success() || !body.contains(STARTING)
+        })
+        .await
     }
 
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, String> {
