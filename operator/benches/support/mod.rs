@@ -1,4 +1,4 @@
-//! What the operator benchmarks share (`#[path]`-included by `benches/reconcile.rs` and
+//! What the operator benchmarks share (`mod support;` in `benches/reconcile.rs` and
 //! `benches/rollout.rs`): the operator binary's allocator, the process layout, the cache fill and the
 //! CPU and memory readers.
 //!
