@@ -3,29 +3,28 @@
 //!
 //! Run: `cargo bench -p lumenore-operator --bench rollout` (optionally `-- 1000,10000`).
 //!
-//! As in `benches/reconcile.rs`, the in-memory API server (`tests/common/fake_api.rs`) runs in a
-//! separate child process behind a loopback listener, so its CPU and the objects it stores are not
+//! As in `benches/reconcile.rs` (both use `benches/support/mod.rs`), the in-memory API server
+//! (`tests/common/fake_api.rs`) runs in a separate child process behind a loopback listener, so its CPU and the objects it stores are not
 //! counted; it also plays the Deployment controller (`POST /bench/roll` marks every changed
 //! Deployment rolled out and Ready). The operator side runs on one thread.
 //!
 //! Per step: the rollout controller reconciles (O(tenants)); the rollout cache is refreshed; the
 //! tenants whose image the rollout changed are found (what the tenant controller's rollout watch
 //! does) and reconciled; the Deployments roll; the same tenants are reconciled again (what their
-//! Deployment watch triggers) and report Ready. The tenant cache is refreshed with a LIST between
-//! steps, standing in for the watch; its cost is printed on its own line, not in the figures.
+//! Deployment watch triggers) and report Ready. The tenant cache is filled as the tenant controller's
+//! reflector fills it (kube's watcher with the operator's watch configuration, managedFields stripped
+//! per object) and re-filled that way after each pass, standing in for the watch; its cost is printed
+//! on its own line, not in the figures. The allocator is the operator binary's (jemalloc). RSS is
+//! printed after each phase and rollout step, to show what holds memory.
 
-#[path = "../tests/common/fake_api.rs"]
-mod fake_api;
+mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector;
-use lumenore_operator::controller::strip_unused_metadata;
 use lumenore_operator::crd::LumenoreConnector;
 use lumenore_operator::metrics::Metrics;
 use lumenore_operator::reconcile::{Context, Guarded, OperatorConfig, reconcile};
@@ -35,153 +34,46 @@ use lumenore_operator::rollout::crd::Phase;
 use lumenore_operator::rollout::fleet::fill_store;
 use lumenore_operator::validate::ClusterIdentity;
 use serde_json::json;
+use support::fake_api::FakeApi;
+use support::{Bench, Memory, fill_cache, process_cpu_seconds, rss_mib};
 
-const COMMAND: &str = "cargo bench -p lumenore-operator --bench rollout";
 const OLD: &str = "ghcr.io/lumenore/lumenore-connector:0.1.0";
 const NEW: &str = "ghcr.io/lumenore/lumenore-connector:0.2.0";
 const NS: &str = "tenants";
 const OPS: &str = "lumenore-system";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    if args.first().map(String::as_str) == Some("--fake-server") {
-        return fake_server();
-    }
-    if args.first().map(String::as_str) == Some("--one") {
-        let n: usize = args.get(1).and_then(|s| s.parse().ok()).expect("--one N");
-        let port: u16 = args.get(2).and_then(|s| s.parse().ok()).expect("--one N PORT");
-        return one(n, port);
-    }
-    let sizes: Vec<usize> = args
-        .iter()
-        .find(|a| !a.starts_with('-'))
-        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000]);
-    let exe = std::env::current_exe().expect("own path");
-    println!("# lumenore-operator fleet rollout benchmark");
-    println!(
-        "# command: {COMMAND}{}",
-        if args.is_empty() {
-            String::new()
-        } else {
-            format!(" -- {}", args.join(" "))
-        }
-    );
-    println!(
-        "# machine: {} CPUs; profile: {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release (bench)"
-        }
-    );
-    for n in sizes {
-        let mut server = Command::new(&exe)
-            .arg("--fake-server")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start fake API server");
-        let mut line = String::new();
-        BufReader::new(server.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().to_string();
-        let out = Command::new(&exe)
-            .args(["--one", &n.to_string(), &port])
-            .output()
-            .expect("run operator side");
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-        if !out.status.success() {
-            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        }
-        drop(server.stdin.take());
-        let _ = server.kill();
-        let _ = server.wait();
-    }
-}
-
-/// Child process: the in-memory API server, plus the Deployment controller on `POST /bench/roll`.
-fn fake_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let api = fake_api::FakeApi::quiet();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let api = api.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                if parts.uri.path() == "/bench/roll" {
-                    let mut rolled = 0;
-                    for name in api.names::<Deployment>(NS) {
-                        let raw = api.get_raw::<Deployment>(NS, &name).unwrap();
-                        if raw["status"]["observedGeneration"] != raw["metadata"]["generation"] {
-                            api.set_deployment_ready(NS, &name, 1);
-                            rolled += 1;
-                        }
-                    }
-                    return http::Response::builder()
-                        .status(200)
-                        .body(axum::body::Body::from(rolled.to_string()))
-                        .unwrap();
-                }
-                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-                let ct = parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                // The bench injects no hangs, so every request has an answer.
-                let (code, out) = api
-                    .handle(&parts.method, parts.uri.path(), parts.uri.query(), &ct, &bytes)
-                    .unwrap_or((504, b"{}".to_vec()));
-                http::Response::builder()
-                    .status(code)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(axum::body::Body::from(out))
-                    .unwrap()
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!("{}", listener.local_addr().unwrap().port());
-        std::io::stdout().flush().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        tokio::task::spawn_blocking(|| {
-            let mut s = String::new();
-            let _ = std::io::stdin().read_line(&mut s);
-        })
-        .await
-        .unwrap();
+    support::run(Bench {
+        title: "lumenore-operator fleet rollout benchmark",
+        command: "cargo bench -p lumenore-operator --bench rollout",
+        default_sizes: &[10_000],
+        app,
+        one,
     });
 }
 
-/// utime + stime of this process, in seconds.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// (VmRSS, VmHWM) in MiB.
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// The API server child: the in-memory API server, plus the Deployment controller on
+/// `POST /bench/roll` (every Deployment whose spec changed is marked rolled out and Ready; answers
+/// how many).
+fn app(api: FakeApi) -> axum::Router {
+    let roll = api.clone();
+    api.router().route(
+        "/bench/roll",
+        axum::routing::any(move || {
+            let api = roll.clone();
+            async move {
+                let mut rolled = 0;
+                for name in api.names::<Deployment>(NS) {
+                    let raw = api.get_raw::<Deployment>(NS, &name).unwrap();
+                    if raw["status"]["observedGeneration"] != raw["metadata"]["generation"] {
+                        api.set_deployment_ready(NS, &name, 1);
+                        rolled += 1;
+                    }
+                }
+                rolled.to_string()
+            }
+        }),
+    )
 }
 
 /// Measured CPU: total seconds and count.
@@ -198,22 +90,20 @@ impl Meter {
 }
 
 fn one(n: usize, port: u16) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    support::operator_side(async move {
         let (rss0, _) = rss_mib();
-        let base = format!("http://127.0.0.1:{port}");
-        let config = kube::Config::new(base.parse().unwrap());
-        let client = kube::Client::try_from(config).expect("client");
+        let mut mem = Memory::default();
+        let client = support::client(port);
         let http = reqwest_free_post(port);
 
         // Setup: N tenants, 1% of them canaries.
         let crs: Api<LumenoreConnector> = Api::namespaced(client.clone(), NS);
         for i in 0..n {
-            let labels = if i % 100 == 0 { json!({"lumenore.io/ring": "canary"}) } else { json!({}) };
+            let labels = if i % 100 == 0 {
+                json!({"lumenore.io/ring": "canary"})
+            } else {
+                json!({})
+            };
             let cr: LumenoreConnector = serde_json::from_value(json!({
                 "apiVersion": "lumenore.io/v1alpha1", "kind": "LumenoreConnector",
                 "metadata": {"name": format!("tenant-{i}"), "labels": labels},
@@ -223,6 +113,7 @@ fn one(n: usize, port: u16) {
             .unwrap();
             crs.create(&PostParams::default(), &cr).await.expect("create CR");
         }
+        mem.mark("setup (N CRs created; client only)");
 
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
@@ -243,17 +134,15 @@ fn one(n: usize, port: u16) {
         let mut refresh = Meter::default();
         let refresh_tenants = async |writer: &mut reflector::store::Writer<Guarded>, m: &mut Meter| {
             let c0 = process_cpu_seconds();
-            let items = guarded.list(&ListParams::default()).await.expect("list").items;
-            fill_store(writer, items.into_iter().map(|mut o| {
-                strip_unused_metadata(&mut o);
-                o
-            }));
+            fill_cache(&guarded, writer).await;
             m.cpu += process_cpu_seconds() - c0;
             m.n += 1;
         };
 
         // Before the rollout: every tenant deployed on OLD and Ready (not measured).
         refresh_tenants(&mut tenant_writer, &mut refresh).await;
+        assert_eq!(tenants.state().len(), n);
+        mem.mark("tenant cache filled (reflector store of N CRs)");
         for o in tenants.state() {
             reconcile(o, ctx.clone()).await.expect("reconcile");
         }
@@ -263,6 +152,7 @@ fn one(n: usize, port: u16) {
             reconcile(o, ctx.clone()).await.expect("reconcile");
         }
         refresh_tenants(&mut tenant_writer, &mut refresh).await;
+        mem.mark("fleet on the old image and Ready (2 reconciles per tenant, 3 cache fills)");
 
         let rollout: LumenoreFleetRollout = serde_json::from_value(json!({
             "apiVersion": "lumenore.io/v1alpha1", "kind": "LumenoreFleetRollout",
@@ -275,7 +165,10 @@ fn one(n: usize, port: u16) {
                      ]}
         }))
         .unwrap();
-        rollout_api.create(&PostParams::default(), &rollout).await.expect("create rollout");
+        rollout_api
+            .create(&PostParams::default(), &rollout)
+            .await
+            .expect("create rollout");
 
         let mut tenant_m = Meter::default();
         let mut rollout_m = Meter::default();
@@ -293,8 +186,10 @@ fn one(n: usize, port: u16) {
             rollout_m.n += 1;
             let r = rollout_api.get("to-0-2-0").await.expect("get rollout");
             let phase = r.status.as_ref().and_then(|s| s.phase);
+            let wave = r.status.as_ref().and_then(|s| s.current_wave_name.clone());
             fill_store(&mut rollout_writer, [r]);
             if phase == Some(Phase::Completed) {
+                mem.mark(&format!("step {steps}: rollout Completed"));
                 break;
             }
             // The tenant controller's rollout watch: which tenants to reconcile.
@@ -307,7 +202,13 @@ fn one(n: usize, port: u16) {
                 let c0 = process_cpu_seconds();
                 for o in &objs {
                     // The second pass reads the object as its Deployment watch would deliver it.
-                    let o = if pass == 0 { o.clone() } else { tenants.get(&kube::runtime::reflector::ObjectRef::from_obj(o.as_ref())).unwrap() };
+                    let o = if pass == 0 {
+                        o.clone()
+                    } else {
+                        tenants
+                            .get(&kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+                            .unwrap()
+                    };
                     reconcile(o, ctx.clone()).await.expect("reconcile");
                 }
                 tenant_m.cpu += process_cpu_seconds() - c0;
@@ -317,21 +218,54 @@ fn one(n: usize, port: u16) {
                 }
                 refresh_tenants(&mut tenant_writer, &mut refresh).await;
             }
+            mem.mark(&format!(
+                "step {steps}: wave {}, tenants reconciled twice: {}",
+                wave.as_deref().unwrap_or("-"),
+                objs.len()
+            ));
         }
         let wall = wall0.elapsed().as_secs_f64();
         let on_new = tenants
             .state()
             .iter()
-            .filter(|g| g.0.as_ref().ok().and_then(|lc| lc.status.as_ref()?.connector.as_ref()?.image.clone()).as_deref() == Some(NEW))
+            .filter(|g| {
+                g.0.as_ref()
+                    .ok()
+                    .and_then(|lc| lc.status.as_ref()?.connector.as_ref()?.image.clone())
+                    .as_deref()
+                    == Some(NEW)
+            })
             .count();
         let (rss, hwm) = rss_mib();
-        println!("\n## {n} LumenoreConnectors, 3 waves (1% canary, 10%, rest), {} at a time", n / 10);
-        println!("  result: {on_new} of {n} tenants on {NEW} after {steps} rollout steps, wall {wall:.1} s (incl. loopback API)");
-        println!("  tenant: CPU {:.3} ms/reconcile over {} reconciles (target < 1 ms)", tenant_m.per_ms(), tenant_m.n);
-        println!(" rollout: CPU {:.3} ms/reconcile over {} reconciles (one per step, scans all {n} tenants)", rollout_m.per_ms(), rollout_m.n);
-        println!("  mapper: CPU {:.3} ms per rollout change (finds the tenants to reconcile among {n})", mapper_m.per_ms());
-        println!("   cache: CPU {:.3} ms per LIST refresh of the tenant cache (stands in for the watch; not counted above)", refresh.per_ms());
-        println!("  memory: operator RSS {rss:.1} MiB now, peak {hwm:.1} MiB (target < 150 MiB), {rss0:.1} MiB at start");
+        println!(
+            "\n## {n} LumenoreConnectors, 3 waves (1% canary, 10%, rest), {} at a time",
+            n / 10
+        );
+        println!(
+            "  result: {on_new} of {n} tenants on {NEW} after {steps} rollout steps, wall {wall:.1} s (incl. loopback API)"
+        );
+        println!(
+            "  tenant: CPU {:.3} ms/reconcile over {} reconciles (target < 1 ms)",
+            tenant_m.per_ms(),
+            tenant_m.n
+        );
+        println!(
+            " rollout: CPU {:.3} ms/reconcile over {} reconciles (one per step, scans all {n} tenants)",
+            rollout_m.per_ms(),
+            rollout_m.n
+        );
+        println!(
+            "  mapper: CPU {:.3} ms per rollout change (finds the tenants to reconcile among {n})",
+            mapper_m.per_ms()
+        );
+        println!(
+            "   cache: CPU {:.3} ms per re-fill (LIST) of the tenant cache (stands in for the watch; not counted above)",
+            refresh.per_ms()
+        );
+        println!(
+            "  memory: operator RSS {rss:.1} MiB now, peak {hwm:.1} MiB (target < 150 MiB), {rss0:.1} MiB at start"
+        );
+        mem.print();
     });
 }
 

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// jemalloc rather than glibc's malloc, as in the connector: every re-list of the LumenoreConnector
 /// watch builds a second copy of the cache before the first is dropped, and glibc keeps most of what
 /// was freed as resident memory (fragmented arenas) while jemalloc returns it within seconds.
-/// Measured with benches/reconcile.rs (which declares the same allocator): README, "Performance".
+/// Measured with benches/reconcile.rs and benches/rollout.rs (benches/support/mod.rs declares the same
+/// allocator): README, "Performance".
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -267,7 +267,15 @@ impl FakeApi {
     /// Serve the fake over loopback HTTP (for the operator binary and the benchmark); a hang keeps
     /// the connection open without an answer.
     pub async fn serve(self, listener: tokio::net::TcpListener) {
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        axum::serve(listener, self.router())
+            .await
+            .expect("serve the fake API");
+    }
+
+    /// The fake as an HTTP application: every path is answered by [`handle`](Self::handle). Routes
+    /// added to it are answered first (the benchmark's Deployment controller).
+    pub fn router(self) -> axum::Router {
+        axum::Router::new().fallback(move |req: axum::extract::Request| {
             let api = self.clone();
             async move {
                 let (parts, body) = req.into_parts();
@@ -287,8 +295,7 @@ impl FakeApi {
                     None => std::future::pending().await,
                 }
             }
-        });
-        axum::serve(listener, app).await.expect("serve the fake API");
+        })
     }
 
     /// A kube client talking to this fake (no timeouts of its own).
