@@ -285,36 +285,47 @@ pub fn spawn_readiness_loop(app: &App, interval: Duration) -> tokio::task::JoinH
     })
 }
 
-/// The port while the backend loads: [`web::starting`]'s router, until [`Starting::finish`].
+/// The port from the moment it is bound: one accept loop whose connections see [`web::starting`]'s router
+/// until [`Starting::serve`] hands them the application's, so no connection is handed over or dropped.
 pub struct Starting {
     stop: CancellationToken,
     accepting: tokio::task::JoinHandle<(tokio::net::TcpListener, web::listener::Connections)>,
+    app: Arc<std::sync::OnceLock<Router>>,
 }
 
-/// Serves [`web::starting::router`] on `listener` until [`Starting::finish`].
+/// Serves [`web::starting::router`] on `listener` until [`Starting::serve`] switches to the application.
 pub fn serve_starting(listener: tokio::net::TcpListener, config: &Config, metrics: &Metrics) -> Starting {
     let stop = CancellationToken::new();
+    let app: Arc<std::sync::OnceLock<Router>> = Arc::default();
+    let starting = web::starting::router(&config.allowed_hosts);
+    let switch = {
+        let app = app.clone();
+        tower::service_fn(move |request: axum::extract::Request| {
+            // One atomic load per request once started.
+            let router = app.get().cloned().unwrap_or_else(|| starting.clone());
+            tower::ServiceExt::oneshot(router, request)
+        })
+    };
     let accepting = tokio::spawn(web::listener::accept_until(
         listener,
-        web::starting::router(&config.allowed_hosts),
+        Router::new().fallback_service(switch),
         config.http_settings().connections(),
         metrics.clone(),
         stop.clone(),
     ));
-    Starting { stop, accepting }
+    Starting { stop, accepting, app }
 }
 
 impl Starting {
-    /// Stops accepting, closes the connections it served (their answers said `Connection: close`), and
-    /// returns the listener for the real router.
-    pub async fn finish(self) -> Result<tokio::net::TcpListener, String> {
-        self.stop.cancel();
-        let (listener, connections) = self
-            .accepting
-            .await
-            .map_err(|_| "the start-up listener stopped unexpectedly".to_string())?;
-        connections.close(Duration::from_secs(1)).await;
-        Ok(listener)
+    /// Every request from now on, on connections old and new, goes to `app`; then as [`serve`].
+    pub async fn serve(
+        self,
+        app: App,
+        grace: Duration,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let _ = self.app.set(app.router.clone());
+        drain_on(app, self.stop, self.accepting, grace, stop).await
     }
 }
 
@@ -330,11 +341,22 @@ pub async fn serve(
     let stop_accepting = CancellationToken::new();
     let accepting = tokio::spawn(web::listener::accept_until(
         listener,
-        app.router,
+        app.router.clone(),
         app.http.connections(),
         app.state.metrics.clone(),
         stop_accepting.clone(),
     ));
+    drain_on(app, stop_accepting, accepting, grace, stop).await
+}
+
+/// Waits for `stop`, then drains the connections of `accepting` (see [`serve`]).
+async fn drain_on(
+    app: App,
+    stop_accepting: CancellationToken,
+    accepting: tokio::task::JoinHandle<(tokio::net::TcpListener, web::listener::Connections)>,
+    grace: Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     stop.await;
     app.drain.begin();
     tracing::info!(

@@ -87,8 +87,8 @@ enum Stopped {
 }
 
 async fn run(config: Config) -> Result<Stopped, String> {
-    // One listener for SIGTERM/SIGINT from the start to the end: a signal that arrives while the port is
-    // handed over from the start-up router to the real one is not lost.
+    // One listener for SIGTERM/SIGINT from the start to the end: a signal that arrives while the application
+    // is being built, after the backend loaded, is not lost.
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -128,7 +128,6 @@ async fn run(config: Config) -> Result<Stopped, String> {
         "backend loaded"
     );
     let app = app::try_build(&config, backend, metrics)?;
-    let listener = starting.finish().await?;
     tracing::info!(
         %address,
         backend = app.state.backend.name(),
@@ -137,7 +136,8 @@ async fn run(config: Config) -> Result<Stopped, String> {
         "serving MCP at http://{address}/mcp"
     );
     app::spawn_readiness_loop(&app, config.readiness_interval);
-    app::serve(app, listener, config.shutdown_grace, stop.cancelled_owned())
+    starting
+        .serve(app, config.shutdown_grace, stop.cancelled_owned())
         .await
         .map(|()| Stopped::AfterServing)
         .map_err(|error| format!("server error: {error}"))

@@ -249,3 +249,43 @@ async fn start_up_answers_then_the_same_clients_are_served_over_http1_and_http2(
         connector.logs()
     );
 }
+
+/// A connection opened while the backend loads, whose request comes after the switch, is answered by the
+/// application (one accept loop throughout: nothing is closed or handed over when loading ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_while_loading_is_served_after_the_switch() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let catalog = stalled_catalog();
+    let mut connector = Connector::spawn(catalog.path());
+    connector.wait_readyz("the start-up router", starting).await;
+    let address = connector.base.trim_start_matches("http://").to_string();
+    // Opened during loading, silent until the backend is loaded (well inside the 10 s header timeout).
+    let mut early = tokio::net::TcpStream::connect(&address).await.unwrap();
+
+    feed(catalog.path()).join().unwrap();
+    connector
+        .wait_readyz("the backend to load", |status, body| !starting(status, body))
+        .await;
+
+    let body = serde_json::to_vec(&mcp_call(4)).unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    early.write_all(head.as_bytes()).await.unwrap();
+    early.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), early.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .expect("the connection stays readable");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the early connection got: {answer:?}\n{}",
+        connector.logs()
+    );
+    assert!(answer.contains(r#""isError":false"#), "{answer}");
+}

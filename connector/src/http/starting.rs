@@ -5,8 +5,9 @@
 //! - `GET /readyz`: 503 with the reason [`STARTING`];
 //! - anything else, `/mcp` included: 503 with `Retry-After: 1` and a JSON-RPC error.
 //!
-//! Every HTTP/1 answer closes its connection, so no client stays on this router once the real one serves
-//! (HTTP/2 connections get a GOAWAY when this router's connections are closed).
+//! The accept loop is the application's own (`app::serve_starting`): once the backend is loaded, the same
+//! connections reach the application. HTTP/1 answers here still close their connection, so a client that
+//! retries after the 503 starts afresh.
 
 use axum::{
     Json, Router,
