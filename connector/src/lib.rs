@@ -10,5 +10,7 @@ pub mod metrics;
 pub mod otel;
 pub mod server;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod tools;
 pub mod ui;

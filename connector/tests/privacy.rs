@@ -15,19 +15,12 @@ use std::{
 
 use lumenore_connector::{config::LogFormat, telemetry};
 use serde_json::{Value, json};
-use support::*;
+use support::{canary::*, *};
 use tracing_subscriber::{EnvFilter, Layer, fmt::MakeWriter, layer::SubscriberExt};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path, path_regex},
 };
-
-const CLIENT_ID: &str = "canary-client-id-5e1f";
-const SECRET: &str = "canary-secret-93ab";
-const TOKEN: &str = "canary-token-77c2";
-const QUERY: &str = "canary question about revenue qz7x";
-const SCHEMA_ID: i64 = 918_273_645;
-const RESULT: &str = "canary-result-0b9d";
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -53,19 +46,6 @@ impl<'a> MakeWriter<'a> for Buffer {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
-}
-
-fn canaries() -> Vec<String> {
-    vec![
-        CLIENT_ID.into(),
-        SECRET.into(),
-        TOKEN.into(),
-        QUERY.into(),
-        // Not hex: a fragment that no random correlation id can contain.
-        "qz7x".into(),
-        SCHEMA_ID.to_string(),
-        RESULT.into(),
-    ]
 }
 
 async fn backend(kind: &str) -> MockServer {

@@ -29,36 +29,17 @@ use opentelemetry_sdk::{
     trace::{InMemorySpanExporter, SdkTracerProvider, SpanData, SpanExporter},
 };
 use serde_json::{Value, json};
-use support::*;
+use support::{canary::*, *};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path, path_regex},
 };
 
-const CLIENT_ID: &str = "canary-client-id-3c8d";
-const SECRET: &str = "canary-secret-a61f";
-const TOKEN: &str = "canary-token-e4b0";
-const QUERY: &str = "canary question about margins wv5k";
-const SCHEMA_ID: i64 = 827_364_519;
-const RESULT: &str = "canary-result-7d2a";
 /// The client's W3C trace context: the HTTP header's parent and the MCP `params._meta` parent.
 const TRACE_ID: &str = "5af7183fb1d4cf5f2b5e1c3d9a8e7f60";
 const HTTP_PARENT: &str = "a1b2c3d4e5f60718";
 const META_PARENT: &str = "0f1e2d3c4b5a6978";
-
-fn canaries() -> Vec<String> {
-    vec![
-        CLIENT_ID.into(),
-        SECRET.into(),
-        TOKEN.into(),
-        QUERY.into(),
-        // A fragment of the question that nothing else can contain.
-        "wv5k".into(),
-        SCHEMA_ID.to_string(),
-        RESULT.into(),
-    ]
-}
 
 /// The in-memory exporter, plus the resource the provider hands it (which it keeps to itself).
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,8 @@
 //! Test harness: starts the connector in-process on a free loopback port, and speaks JSON-RPC to it.
 #![allow(dead_code)]
 
+pub mod canary;
+
 use std::time::Duration;
 
 use lumenore_connector::{

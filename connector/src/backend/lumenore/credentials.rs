@@ -74,14 +74,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
+    use crate::test_support::env;
 
     #[test]
     fn static_token_wins_over_client_credentials() {
