@@ -449,3 +449,21 @@ fn otlp_schema_rules() {
     });
     assert!(formats.iter().all(|f| f.ends_with(": double")), "{formats:?}");
 }
+
+/// The endpoint pattern is written twice, as the CEL rule's literal (an attribute needs a literal) and as
+/// `OTLP_ENDPOINT_PATTERN` for the Rust re-check: they must be the same expression.
+#[test]
+fn otlp_endpoint_cel_rule_and_rust_pattern_are_the_same() {
+    let s = schema();
+    let endpoint =
+        &s["properties"]["spec"]["properties"]["telemetry"]["properties"]["otlp"]["properties"]["endpoint"];
+    let rule = endpoint["x-kubernetes-validations"][0]["rule"]
+        .as_str()
+        .expect("a CEL rule on spec.telemetry.otlp.endpoint");
+    // Inside a CEL string literal every regex backslash is written twice.
+    let expected = format!(
+        "self.matches('{}')",
+        lumenore_operator::crd::OTLP_ENDPOINT_PATTERN.replace('\\', "\\\\")
+    );
+    assert_eq!(rule, expected);
+}
