@@ -21,7 +21,7 @@
 //!
 //! `BENCH_MODE=otel`: instead, the connector's CPU time per call (from /proc) with trace export off and on
 //! (OTLP/HTTP to a local sink), with every call sampled and with 10% of traces sampled, interleaved runs of
-//! BENCH_CALLS (default 20000) calls each.
+//! BENCH_CALLS (default 20000) calls each, BENCH_ROUNDS runs in all (default 6, two of each); the mean of each.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -369,7 +369,8 @@ async fn otel_mode() {
     // says sampled); on, 10% of traces sampled by trace id (OTEL_TRACES_SAMPLER=traceidratio).
     const MODES: [&str; 3] = ["off", "on, all sampled", "on, 10% sampled"];
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
-    for round in 0..6 {
+    let rounds = env_usize("BENCH_ROUNDS", 6).max(3);
+    for round in 0..rounds {
         let mode = round % 3;
         let on = mode > 0;
         let port = free_port();

@@ -15,7 +15,6 @@ use rmcp::{
     service::RequestContext,
 };
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use crate::{
     auth::Caller,
@@ -204,14 +203,13 @@ impl ServerHandler for ConnectorServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        // otel: the MCP span the HTTP layer made for this request (disabled when tracing is off).
+        // otel: the MCP span the HTTP layer made for this request (none when tracing is off).
         let span = context
             .extensions
             .get::<http::request::Parts>()
-            .map(|parts| crate::otel::mcp_span(&parts.extensions))
-            .unwrap_or_else(tracing::Span::none);
+            .and_then(|parts| crate::otel::mcp_span(&parts.extensions));
         let Some(tool) = ToolName::parse(&request.name) else {
-            crate::otel::record_rpc_error(&span, -32602);
+            crate::otel::record_rpc_error(span.as_ref(), -32602);
             // A protocol error, as the MCP specification asks for unknown tools. The name is the caller's
             // own text, returned to the caller only.
             let shown: String = request.name.chars().take(64).collect();
@@ -220,7 +218,7 @@ impl ServerHandler for ConnectorServer {
         // The HTTP gate already answered 403 for a tool the caller may not use; this holds even if a
         // request reached the handler another way.
         let Some(caller) = caller(&context).filter(|caller| caller.may_call(tool)) else {
-            crate::otel::record_rpc_error(&span, -32600);
+            crate::otel::record_rpc_error(span.as_ref(), -32600);
             return Err(ErrorData::invalid_request(
                 "this caller may not call this tool",
                 None,
@@ -229,13 +227,13 @@ impl ServerHandler for ConnectorServer {
         let started = Instant::now();
         self.state.metrics.in_flight.inc();
         let (result, outcome) = match tools::validate_call(tool, request.arguments.as_ref()) {
-            Ok(call) => self.answer(call, &context).instrument(span.clone()).await,
+            Ok(call) => crate::otel::within(span.clone(), self.answer(call, &context)).await,
             Err(error) => (
                 envelope::validation_error(error.to_string()),
                 Outcome::validation_error,
             ),
         };
-        crate::otel::record_tool_outcome(&span, outcome.as_str()); // otel
+        crate::otel::record_tool_outcome(span.as_ref(), outcome.as_str()); // otel
         self.state.metrics.in_flight.dec();
         self.record(tool, outcome, started.elapsed(), &result, &caller, &context);
         Ok(result.into())

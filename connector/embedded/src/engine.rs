@@ -198,10 +198,8 @@ impl Engine {
             earliest: rt.loaded.min_date,
             monthly: rt.loaded.monthly,
         };
-        // A trace span (exported by the connector when tracing is on); no field: the question stays out.
-        let _plan_span =
-            tracing::info_span!(target: "lumenore_embedded::otel", "engine.plan", otel.name = "engine plan")
-                .entered();
+        // A trace span (exported by the connector when tracing is on); no attribute: the question stays out.
+        let _plan_span = crate::otel::stage("engine plan");
         let mut plan = nlq::parse(query, &ctx).map_err(|r| self.not_understood(ds, r.part, r.reason))?;
         route(&mut plan, tool).map_err(|(part, reason)| self.not_understood(ds, part, reason))?;
         // "how has revenue changed over time" as data: the series, not one total
@@ -245,9 +243,8 @@ impl Engine {
     }
 
     pub(crate) fn run(&self, sql: &Sql) -> Result<Table, EngineError> {
-        // A trace span (exported by the connector when tracing is on); no field: the query stays out.
-        let _span = tracing::info_span!(target: "lumenore_embedded::otel", "engine.query", otel.name = "engine query")
-            .entered();
+        // A trace span (exported by the connector when tracing is on); no attribute: the query stays out.
+        let _span = crate::otel::stage("engine query");
         self.db.with(|conn| {
             let qerr = |e: rusqlite::Error| EngineError::Query(e.to_string());
             let mut st = conn.prepare_cached(&sql.text).map_err(qerr)?;

@@ -15,6 +15,7 @@ mod engine;
 mod errors;
 pub mod intent;
 pub mod nlq;
+pub mod otel;
 pub mod plan;
 pub mod stats;
 pub mod store;

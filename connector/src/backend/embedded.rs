@@ -32,10 +32,14 @@ impl EmbeddedBackend {
 
     pub async fn call(&self, call: ToolCall) -> Result<Value, BackendError> {
         let engine = self.engine.clone();
-        let span = tracing::Span::current(); // otel: the engine's plan/query spans are children of the call
-        tokio::task::spawn_blocking(move || span.in_scope(|| answer(&engine, call)))
-            .await
-            .map_err(|_| BackendError::Engine("the query task stopped unexpectedly".into()))?
+        // otel: the engine's plan/query spans are children of the call's span, on the blocking thread too.
+        let trace = crate::otel::current();
+        tokio::task::spawn_blocking(move || {
+            let _current = trace.map(opentelemetry::Context::attach);
+            answer(&engine, call)
+        })
+        .await
+        .map_err(|_| BackendError::Engine("the query task stopped unexpectedly".into()))?
     }
 }
 

@@ -200,10 +200,10 @@ impl Tokens {
         let (client_id, secret) = (client_id.clone(), secret.clone());
         let shared_state = self.state.clone();
         // A task of its own: the login finishes (and its token is kept) even if every caller went away.
-        // otel: the login span belongs to the call that started the login (disabled when tracing is off).
-        let span = tracing::Span::current();
+        // otel: the login span belongs to the call that started the login (none when tracing is off).
+        let trace = crate::otel::current();
         let task = tokio::spawn(async move {
-            let result = tracing::Instrument::instrument(request.login(&client_id, &secret), span).await;
+            let result = crate::otel::within(trace, request.login(&client_id, &secret)).await;
             let mut state = shared_state
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
