@@ -21,7 +21,14 @@
 //!
 //! `BENCH_MODE=otel`: instead, the connector's CPU time per call (from /proc) with trace export off and on
 //! (OTLP/HTTP to a local sink), with every call sampled and with 10% of traces sampled, interleaved runs of
-//! BENCH_CALLS (default 20000) calls each, BENCH_ROUNDS runs in all (default 6, two of each); the mean of each.
+//! BENCH_CALLS (default 20000) calls each, BENCH_ROUNDS runs in all (default 6, two of each); the median of each.
+//! CPU time on a shared 2-core machine varies by ±15% between runs of the same binary (the load generator
+//! shares the cores), so:
+//!
+//! `BENCH_MODE=otel-instructions`: the same configurations plus "on, none sampled", each with the connector
+//! run under valgrind's callgrind, which counts the instructions the connector executes for BENCH_CALLS
+//! (default 2000) calls after a warm-up, export included (repeatable to a fraction of a percent whatever else
+//! runs; kernel time is not counted). Needs `valgrind` (Debian package); says so and stops without it.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -182,6 +189,7 @@ async fn main() {
     lumenore_connector::app::install_crypto_provider();
     match std::env::var("BENCH_MODE").as_deref() {
         Ok("otel") => return otel_mode().await,
+        Ok("otel-instructions") => return otel_instructions_mode().await,
         Ok("burst") => return burst_mode().await,
         _ => {}
     }
@@ -310,13 +318,32 @@ fn ms(duration: Duration) -> f64 {
 }
 
 /// CPU seconds (user + system) the process `pid` used so far.
-fn cpu_seconds(pid: u32) -> f64 {
+/// User and system CPU seconds of a process so far (`/proc/<pid>/stat`).
+fn user_system_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
+}
+
+/// Context switches of all of a process's threads so far (voluntary + involuntary, `/proc/<pid>/task/*/status`).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// An OTLP/HTTP sink: answers every export with 200 and counts requests and bytes.
@@ -367,7 +394,6 @@ async fn otel_mode() {
     ];
     // Three configurations, interleaved: export off; on, every call sampled (the client's traceparent
     // says sampled); on, 10% of traces sampled by trace id (OTEL_TRACES_SAMPLER=traceidratio).
-    const MODES: [&str; 3] = ["off", "on, all sampled", "on, 10% sampled"];
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
     let rounds = env_usize("BENCH_ROUNDS", 6).max(3);
     for round in 0..rounds {
@@ -375,57 +401,59 @@ async fn otel_mode() {
         let on = mode > 0;
         let port = free_port();
         let mut command = Command::new(binary);
-        command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("SERVER_URL", &backend)
-            .env("LUMENORE_API_KEY", "bench-token")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if on {
-            command
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink)
-                .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536");
-        }
-        if mode == 2 {
-            command
-                .env("OTEL_TRACES_SAMPLER", "traceidratio")
-                .env("OTEL_TRACES_SAMPLER_ARG", "0.1");
-        }
+        otel_configure(&mut command, port, &backend, &sink, OtelMode::ALL[mode]);
         let connector = Connector(command.spawn().expect("spawn connector"));
         let url = format!("http://127.0.0.1:{port}");
         wait_ready(&client, &url).await;
         let mcp = format!("{url}/mcp");
-        // A trace-id ratio decides per trace id: the 10% runs send no traceparent, so each call starts a
-        // trace of its own (one fixed client trace id would be all in or all out).
-        let headers: &[(&'static str, &'static str)] = if mode == 2 { &headers[..2] } else { &headers };
+        let headers = OtelMode::ALL[mode].headers(&headers);
         load(&client, &mcp, body.clone(), headers, 2_000, concurrency).await;
-        let before = cpu_seconds(connector.0.id());
+        let pid = connector.0.id();
+        let (user_before, system_before) = user_system_seconds(pid);
+        let switches_before = context_switches(pid);
         let (_, wall) = load(&client, &mcp, body.clone(), headers, calls, concurrency).await;
         // Let the last batch go out, so its export is counted.
         tokio::time::sleep(Duration::from_millis(if on { 6_000 } else { 100 })).await;
-        let cpu = cpu_seconds(connector.0.id()) - before;
+        let (user_after, system_after) = user_system_seconds(pid);
+        let (user, system) = (user_after - user_before, system_after - system_before);
+        let switches = context_switches(pid) - switches_before;
+        let cpu = user + system;
         per_call[mode].push(cpu / calls as f64);
+        let us = |seconds: f64| seconds / calls as f64 * 1e6;
         println!(
-            "  run {}: export {:<16}  {calls} calls in {:.2} s, connector CPU {:.2} s = {:.1} us/call",
+            "  run {}: export {:<16}  {calls} calls in {:.2} s, connector CPU {:.2} s = {:.1} us/call (user {:.1}, system {:.1}; {:.1} context switches/call)",
             round + 1,
-            MODES[mode],
+            OtelMode::ALL[mode].label(),
             wall.as_secs_f64(),
             cpu,
-            cpu / calls as f64 * 1e6
+            us(cpu),
+            us(user),
+            us(system),
+            switches as f64 / calls as f64
         );
     }
-    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
-    let off = mean(&per_call[0]);
+    // The median of each configuration's runs: one run disturbed by the machine moves it least.
+    let median = |runs: &Vec<f64>| {
+        let mut runs = runs.clone();
+        runs.sort_by(f64::total_cmp);
+        let mid = runs.len() / 2;
+        if runs.len().is_multiple_of(2) {
+            (runs[mid - 1] + runs[mid]) / 2.0
+        } else {
+            runs[mid]
+        }
+    };
+    let off = median(&per_call[0]);
     println!(
-        "lumenore-connector trace export cost (BENCH_MODE=otel; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency})"
+        "lumenore-connector trace export cost (BENCH_MODE=otel; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency}; median of {} runs each)",
+        rounds / 3
     );
     println!("  CPU per call, export off:             {:>8.1} us", off * 1e6);
-    for mode in 1..3 {
-        let on = mean(&per_call[mode]);
+    for (mode, runs) in OtelMode::ALL.iter().zip(&per_call).skip(1) {
+        let on = median(runs);
         println!(
             "  CPU per call, export {:<16}: {:>8.1} us   (+{:.1}%, target < 5%)",
-            MODES[mode],
+            mode.label(),
             on * 1e6,
             (on / off - 1.0) * 100.0
         );
@@ -435,6 +463,161 @@ async fn otel_mode() {
         exports.load(Ordering::Relaxed),
         exported_bytes.load(Ordering::Relaxed) as f64 / 1024.0
     );
+}
+
+/// A configuration of trace export for the benchmark.
+#[derive(Clone, Copy, PartialEq)]
+enum OtelMode {
+    Off,
+    AllSampled,
+    TenPercent,
+    NoneSampled,
+}
+
+impl OtelMode {
+    const ALL: [OtelMode; 4] = [
+        OtelMode::Off,
+        OtelMode::AllSampled,
+        OtelMode::TenPercent,
+        OtelMode::NoneSampled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            OtelMode::Off => "off",
+            OtelMode::AllSampled => "on, all sampled",
+            OtelMode::TenPercent => "on, 10% sampled",
+            OtelMode::NoneSampled => "on, none sampled",
+        }
+    }
+
+    /// The request headers: with the client's sampled `traceparent` when every call is sampled by it. A
+    /// trace-id ratio decides per trace id, so the 10% runs send none and each call starts a trace of its own
+    /// (one fixed client trace id would be all in or all out).
+    fn headers<'a>(self, all: &'a [(&'static str, &'static str)]) -> &'a [(&'static str, &'static str)] {
+        match self {
+            OtelMode::Off | OtelMode::AllSampled => all,
+            OtelMode::TenPercent | OtelMode::NoneSampled => &all[..2],
+        }
+    }
+}
+
+/// The connector's arguments and environment for one export configuration.
+fn otel_configure(command: &mut Command, port: u16, backend: &str, sink: &str, mode: OtelMode) {
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SERVER_URL", backend)
+        .env("LUMENORE_API_KEY", "bench-token")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if mode != OtelMode::Off {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", sink)
+            .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536");
+    }
+    match mode {
+        OtelMode::TenPercent => {
+            command
+                .env("OTEL_TRACES_SAMPLER", "traceidratio")
+                .env("OTEL_TRACES_SAMPLER_ARG", "0.1");
+        }
+        OtelMode::NoneSampled => {
+            command.env("OTEL_TRACES_SAMPLER", "always_off");
+        }
+        _ => {}
+    }
+}
+
+/// Trace export cost in instructions: each configuration with the connector under callgrind.
+async fn otel_instructions_mode() {
+    let calls = env_usize("BENCH_CALLS", 2_000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 4);
+    if !Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+    {
+        println!("BENCH_MODE=otel-instructions skipped: valgrind is not installed (Debian package valgrind)");
+        return;
+    }
+    let backend = start_backend().await;
+    let (sink, _, _) = start_otlp_sink().await;
+    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency * 2)
+        .build()
+        .unwrap();
+    let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
+    let headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    let out_dir = std::env::temp_dir().join(format!("lumenore-bench-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut per_call = Vec::new();
+    for mode in OtelMode::ALL {
+        let port = free_port();
+        let out = out_dir.join(format!("callgrind.out.{port}"));
+        let mut command = Command::new("valgrind");
+        command.args([
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            &format!("--callgrind-out-file={}", out.display()),
+            binary,
+        ]);
+        otel_configure(&mut command, port, &backend, &sink, mode);
+        let mut connector = Connector(command.spawn().expect("spawn valgrind"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready_within(&client, &url, Duration::from_secs(300)).await;
+        let mcp = format!("{url}/mcp");
+        let headers = mode.headers(&headers);
+        load(&client, &mcp, body.clone(), headers, 200, concurrency).await;
+        let pid = connector.0.id().to_string();
+        let on = Command::new("callgrind_control")
+            .args(["-i", "on", &pid])
+            .output()
+            .expect("callgrind_control");
+        assert!(on.status.success(), "callgrind_control -i on failed");
+        load(&client, &mcp, body.clone(), headers, calls, concurrency).await;
+        // The batch processor exports every 5 s: wait for the last batch, then stop (SIGTERM flushes the rest).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = connector.0.wait();
+        let text = std::fs::read_to_string(&out).expect("callgrind output");
+        let total: u64 = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("totals:"))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        let each = total as f64 / calls as f64;
+        println!(
+            "  export {:<16}  {calls} calls, {total} instructions = {each:.0} per call",
+            mode.label()
+        );
+        per_call.push(each);
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+    println!(
+        "lumenore-connector trace export cost in instructions (BENCH_MODE=otel-instructions; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency}; callgrind)"
+    );
+    println!(
+        "  instructions per call, export off:             {:>9.0}",
+        per_call[0]
+    );
+    for (mode, each) in OtelMode::ALL.iter().zip(&per_call).skip(1) {
+        println!(
+            "  instructions per call, export {:<16}: {:>9.0}   (+{:.1}%, target < 5%)",
+            mode.label(),
+            each,
+            (each / per_call[0] - 1.0) * 100.0
+        );
+    }
 }
 
 /// Memory after bursts of clients: RSS before, sampled peak, and over the 30 s after each burst.
@@ -568,11 +751,15 @@ fn mib(kib: u64) -> f64 {
 
 /// Polls `{base}/readyz` until it answers 200; panics after 60 s (a connector that never starts).
 async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_ready_within(client, base, Duration::from_secs(60)).await
+}
+
+async fn wait_ready_within(client: &reqwest::Client, base: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
     while !matches!(client.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
         assert!(
             Instant::now() < deadline,
-            "the connector at {base} was not ready within 60 s"
+            "the connector at {base} was not ready within {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -227,7 +227,10 @@ impl ServerHandler for ConnectorServer {
         let started = Instant::now();
         self.state.metrics.in_flight.inc();
         let (result, outcome) = match tools::validate_call(tool, request.arguments.as_ref()) {
-            Ok(call) => crate::otel::within(span.clone(), self.answer(call, &context)).await,
+            // Boxed: rmcp moves this handler's future into a task of its own, copying it whole on spawn and
+            // on completion; the backend call inside is large, and boxing it cut a call's instructions by 19%
+            // (callgrind, BENCH_MODE=otel-instructions).
+            Ok(call) => crate::otel::within(span.clone(), Box::pin(self.answer(call, &context))).await,
             Err(error) => (
                 envelope::validation_error(error.to_string()),
                 Outcome::validation_error,
