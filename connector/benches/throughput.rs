@@ -8,7 +8,8 @@
 //! - the connector process's CPU time per `tools/call` (user + system, from `/proc/<pid>/stat`);
 //! - the connector process's resident memory after 100,000 calls.
 //!
-//! Options (environment): BENCH_CALLS (default 100000), BENCH_CONCURRENCY (default 16), BENCH_PRELOAD (a
+//! Options (environment): LUMENORE_CONNECTOR_BIN (the binary to measure; default the bench's own build),
+//! BENCH_CALLS (default 100000), BENCH_CONCURRENCY (default 16), BENCH_PRELOAD (a
 //! shared library preloaded into the connector, e.g. `/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`, to
 //! compare allocators on the same binary), BENCH_RUST_LOG (default `warn`; `info` writes the audit line of
 //! every call to standard error, here /dev/null).
@@ -71,6 +72,14 @@ async fn start_backend_with_delay(delay: Duration) -> String {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{address}")
+}
+
+/// The connector binary to measure: `LUMENORE_CONNECTOR_BIN` when set (e.g. the `cargo build --release`
+/// binary as shipped: cargo builds the bench's own copy with the dev-dependencies' features unified in, which
+/// changes its instruction count by a few percent), else the one cargo built for this bench.
+fn connector_binary() -> String {
+    std::env::var("LUMENORE_CONNECTOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lumenore-connector").to_string())
 }
 
 fn free_port() -> u16 {
@@ -197,7 +206,7 @@ async fn main() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let backend = start_backend().await;
     let port = free_port();
-    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let binary = &connector_binary();
 
     let preload = std::env::var("BENCH_PRELOAD").unwrap_or_default();
     let spawned = Instant::now();
@@ -377,21 +386,12 @@ async fn otel_mode() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
     let backend = start_backend().await;
     let (sink, exports, exported_bytes) = start_otlp_sink().await;
-    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let binary = &connector_binary();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency * 2)
         .build()
         .unwrap();
-    let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
-    let headers = [
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2025-06-18"),
-        (
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ),
-    ];
+    let (body, headers) = traced_call();
     // Three configurations, interleaved: export off; on, every call sampled (the client's traceparent
     // says sampled); on, 10% of traces sampled by trace id (OTEL_TRACES_SAMPLER=traceidratio).
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
@@ -463,6 +463,21 @@ async fn otel_mode() {
         exports.load(Ordering::Relaxed),
         exported_bytes.load(Ordering::Relaxed) as f64 / 1024.0
     );
+}
+
+/// The call of the trace benchmarks and its headers, the last a client's sampled `traceparent`.
+fn traced_call() -> (Arc<Value>, [(&'static str, &'static str); 3]) {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}});
+    let headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    (Arc::new(body), headers)
 }
 
 /// A configuration of trace export for the benchmark.
@@ -543,21 +558,12 @@ async fn otel_instructions_mode() {
     }
     let backend = start_backend().await;
     let (sink, _, _) = start_otlp_sink().await;
-    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let binary = &connector_binary();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency * 2)
         .build()
         .unwrap();
-    let body = Arc::new(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}}));
-    let headers = [
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2025-06-18"),
-        (
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ),
-    ];
+    let (body, headers) = traced_call();
     let out_dir = std::env::temp_dir().join(format!("lumenore-bench-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut per_call = Vec::new();
@@ -628,7 +634,7 @@ async fn burst_mode() {
     let delay = Duration::from_millis(env_usize("BENCH_BACKEND_DELAY_MS", 50) as u64);
     let backend = start_backend_with_delay(delay).await;
     let port = free_port();
-    let binary = env!("CARGO_BIN_EXE_lumenore-connector");
+    let binary = &connector_binary();
     let preload = std::env::var("BENCH_PRELOAD").unwrap_or_default();
     let child = Command::new(binary)
         .args(["--listen", &format!("127.0.0.1:{port}")])

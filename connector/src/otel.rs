@@ -350,8 +350,9 @@ pub async fn trace_mcp(mut request: Request, next: Next) -> Response {
     if let Some(cx) = &mcp {
         request.extensions_mut().insert(McpSpan(cx.clone()));
     }
-    let inner = mcp.clone().unwrap_or_else(|| http.clone());
-    let response = next.run(request).with_context(inner).await;
+    // Not made current for the rest of the request: the tool handler takes the MCP span from the extensions
+    // and runs the backend in it ([`within`]); nothing between here and there makes spans.
+    let response = next.run(request).await;
 
     let status = response.status().as_u16();
     let span = http.span();
