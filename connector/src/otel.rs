@@ -172,33 +172,22 @@ pub fn shutdown() {
     }
 }
 
-/// W3C trace context of one JSON-RPC message: its `params._meta` `traceparent`/`tracestate`. Read by
-/// [`trace_mcp`] from the message the body check parsed.
-#[derive(Clone, Debug, Default)]
-pub struct RpcTrace {
-    meta: HashMap<String, String>,
-}
-
-impl RpcTrace {
-    /// Reads the trace context of a parsed JSON-RPC message: nothing else is kept.
-    pub fn of(message: &serde_json::Map<String, Value>) -> RpcTrace {
-        if !enabled() {
-            return RpcTrace::default();
-        }
-        let mut meta = HashMap::new();
-        if let Some(m) = message
-            .get("params")
-            .and_then(|params| params.get("_meta"))
-            .and_then(Value::as_object)
-        {
-            for key in ["traceparent", "tracestate"] {
-                if let Some(v) = m.get(key).and_then(Value::as_str).filter(|v| v.len() <= 512) {
-                    meta.insert(key.to_string(), v.to_string());
-                }
+/// The W3C trace context a JSON-RPC message carries in `params._meta` (`traceparent`, `tracestate`), as the
+/// propagator reads it; nothing else of the message is kept.
+fn meta_trace_context(message: &serde_json::Map<String, Value>) -> HashMap<String, String> {
+    let mut meta = HashMap::new();
+    if let Some(m) = message
+        .get("params")
+        .and_then(|params| params.get("_meta"))
+        .and_then(Value::as_object)
+    {
+        for key in ["traceparent", "tracestate"] {
+            if let Some(v) = m.get(key).and_then(Value::as_str).filter(|v| v.len() <= 512) {
+                meta.insert(key.to_string(), v.to_string());
             }
         }
-        RpcTrace { meta }
     }
+    meta
 }
 
 /// A JSON-RPC id as an attribute: numbers, and short strings of safe characters (anything else is left out).
@@ -314,8 +303,8 @@ pub async fn trace_mcp(mut request: Request, next: Next) -> Response {
         .filter(|p| !matches!(p.method, "response" | "other"))
         .map(|peek| {
             // The client's MCP span (from params._meta) is the parent; the HTTP request is linked.
-            let trace = message.as_deref().map(RpcTrace::of).unwrap_or_default();
-            let meta = propagator.extract(&trace.meta);
+            let meta = message.as_deref().map(meta_trace_context).unwrap_or_default();
+            let meta = propagator.extract(&meta);
             let (parent, links) = if meta.span().span_context().is_valid() {
                 let link = Link::with_context(http.span().span_context().clone());
                 (meta, vec![link])
