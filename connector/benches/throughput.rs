@@ -384,14 +384,17 @@ async fn otel_mode() {
     use std::sync::atomic::Ordering;
     let calls = env_usize("BENCH_CALLS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
-    let backend = start_backend().await;
-    let (sink, exports, exported_bytes) = start_otlp_sink().await;
-    let binary = &connector_binary();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency * 2)
-        .build()
-        .unwrap();
-    let (body, headers) = traced_call();
+    let TraceBench {
+        backend,
+        sink,
+        exports,
+        exported_bytes,
+        binary,
+        client,
+        body,
+        headers,
+    } = TraceBench::start(concurrency).await;
+    let binary = &binary;
     // Three configurations, interleaved: export off; on, every call sampled (the client's traceparent
     // says sampled); on, 10% of traces sampled by trace id (OTEL_TRACES_SAMPLER=traceidratio).
     let mut per_call = [Vec::new(), Vec::new(), Vec::new()];
@@ -465,19 +468,49 @@ async fn otel_mode() {
     );
 }
 
-/// The call of the trace benchmarks and its headers, the last a client's sampled `traceparent`.
-fn traced_call() -> (Arc<Value>, [(&'static str, &'static str); 3]) {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}});
-    let headers = [
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2025-06-18"),
-        (
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ),
-    ];
-    (Arc::new(body), headers)
+/// What both trace benchmarks start with: the backend stand-in, the OTLP sink (and its counts of exports and
+/// bytes), the binary to measure, a client for `concurrency` callers, and the call with its headers (the last
+/// a client's sampled `traceparent`).
+struct TraceBench {
+    backend: String,
+    sink: String,
+    exports: Arc<std::sync::atomic::AtomicU64>,
+    exported_bytes: Arc<std::sync::atomic::AtomicU64>,
+    binary: String,
+    client: reqwest::Client,
+    body: Arc<Value>,
+    headers: [(&'static str, &'static str); 3],
+}
+
+impl TraceBench {
+    async fn start(concurrency: usize) -> TraceBench {
+        let backend = start_backend().await;
+        let (sink, exports, exported_bytes) = start_otlp_sink().await;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency * 2)
+            .build()
+            .unwrap();
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "get_trend_data", "arguments": {"userQuery": "monthly revenue trend", "schemaId": 35403}}});
+        let headers = [
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2025-06-18"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ];
+        TraceBench {
+            backend,
+            sink,
+            exports,
+            exported_bytes,
+            binary: connector_binary(),
+            client,
+            body: Arc::new(body),
+            headers,
+        }
+    }
 }
 
 /// A configuration of trace export for the benchmark.
@@ -556,14 +589,16 @@ async fn otel_instructions_mode() {
         println!("BENCH_MODE=otel-instructions skipped: valgrind is not installed (Debian package valgrind)");
         return;
     }
-    let backend = start_backend().await;
-    let (sink, _, _) = start_otlp_sink().await;
-    let binary = &connector_binary();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency * 2)
-        .build()
-        .unwrap();
-    let (body, headers) = traced_call();
+    let TraceBench {
+        backend,
+        sink,
+        binary,
+        client,
+        body,
+        headers,
+        ..
+    } = TraceBench::start(concurrency).await;
+    let binary = &binary;
     let out_dir = std::env::temp_dir().join(format!("lumenore-bench-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut per_call = Vec::new();
