@@ -160,6 +160,7 @@ fn one(n: usize, port: u16) {
             default_image: "ghcr.io/lumenore/lumenore-connector:0.1.0".into(),
             credentials_hash: Some("0".repeat(64)),
             monitoring_namespace: None,
+            egress_services: Vec::new(),
         };
         let objs = reader.state();
         let cpu0 = process_cpu_seconds();

@@ -49,6 +49,10 @@ pub struct BuildInputs {
     pub credentials_hash: Option<String>,
     /// Namespace whose pods (Prometheus) may reach the connector's port to scrape `/metrics`.
     pub monitoring_namespace: Option<String>,
+    /// The egress endpoints whose host names an in-cluster Service, with the pods' ports behind the
+    /// URL's (Service) port, as [`crate::inputs::read_inputs`] read them. Endpoints not listed keep
+    /// their URL's port; empty (the default): every endpoint does.
+    pub egress_services: Vec<ServiceEgress>,
 }
 
 /// The children a CR asks for. `None` means "this child must not exist".
@@ -67,7 +71,11 @@ pub fn build_children(lc: &LumenoreConnector, inputs: &BuildInputs) -> Children 
         service_account: service_account(lc),
         deployment: deployment(lc, inputs),
         service: service(lc),
-        network_policy: network_policy(lc, inputs.monitoring_namespace.as_deref()),
+        network_policy: network_policy_with(
+            lc,
+            inputs.monitoring_namespace.as_deref(),
+            &inputs.egress_services,
+        ),
         pod_disruption_budget: pod_disruption_budget(lc),
     }
 }
@@ -615,12 +623,57 @@ pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
     out
 }
 
+/// An egress endpoint whose host names an in-cluster Service (`<svc>.<ns>.svc[.<cluster domain>]`,
+/// `<svc>.<ns>`, `<svc>`), and what to allow for it.
+///
+/// A NetworkPolicy port is "a numerical or named port on a pod" (API reference, networking.k8s.io/v1
+/// NetworkPolicyPort.port), and whether a Service's rewrite of the destination happens before or
+/// after policy processing "is not defined" (kubernetes.io/docs/concepts/services-networking/
+/// network-policies/, "Behavior of to and from selectors"). Common CNIs (Calico, Cilium, kube-router)
+/// enforce egress after the translation, so they see the pod's port (the Service port's
+/// `targetPort`), not the Service port of the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEgress {
+    /// Host of the URL, as in [`egress_endpoints`].
+    pub host: String,
+    /// Port of the URL: the Service port.
+    pub port: u16,
+    /// What the policy allows for this endpoint.
+    pub ports: EgressPorts,
+}
+
+/// The pods' ports behind a Service port, or why they could not be found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EgressPorts {
+    /// The pods' ports (the `targetPort`, or a named one resolved from the EndpointSlices); they
+    /// replace the URL's port.
+    Target(Vec<i32>),
+    /// Not resolved (the reason, for people): the URL's port is kept and the endpoint listed in the
+    /// [`EGRESS_UNRESOLVED_ANNOTATION`].
+    Unresolved(String),
+}
+
+fn service_egress<'a>(services: &'a [ServiceEgress], host: &str, port: u16) -> Option<&'a EgressPorts> {
+    services
+        .iter()
+        .find(|s| s.host == host && s.port == port)
+        .map(|s| &s.ports)
+}
+
 /// TCP ports of [`egress_endpoints`]; 443 when there are none (embedded backend without OAuth).
 pub fn egress_ports(lc: &LumenoreConnector) -> Vec<i32> {
-    let mut ports: Vec<i32> = egress_endpoints(lc)
-        .into_iter()
-        .map(|(_, p)| i32::from(p))
-        .collect();
+    egress_ports_with(lc, &[])
+}
+
+/// [`egress_ports`], with the pods' ports of in-cluster Services in place of their URL ports.
+pub fn egress_ports_with(lc: &LumenoreConnector, services: &[ServiceEgress]) -> Vec<i32> {
+    let mut ports: Vec<i32> = Vec::new();
+    for (host, port) in egress_endpoints(lc) {
+        match service_egress(services, &host, port) {
+            Some(EgressPorts::Target(target)) if !target.is_empty() => ports.extend(target),
+            _ => ports.push(i32::from(port)),
+        }
+    }
     ports.sort_unstable();
     ports.dedup();
     if ports.is_empty() {
@@ -632,11 +685,28 @@ pub fn egress_ports(lc: &LumenoreConnector) -> Vec<i32> {
 /// Annotation on the NetworkPolicy listing the `host:port` the connector must reach (what
 /// `spec.network.egressTo` must cover).
 pub const EGRESS_HOSTS_ANNOTATION: &str = "lumenore.io/egress-hosts";
+/// Annotation on the NetworkPolicy mapping the `host:port` of in-cluster Services to the pods' ports
+/// the policy allows instead (`host:port->target[/target...]`); absent when there are none.
+pub const EGRESS_TARGET_PORTS_ANNOTATION: &str = "lumenore.io/egress-target-ports";
+/// Annotation on the NetworkPolicy listing the in-cluster Services whose pods' port could not be
+/// found (`host:port (reason)`): their URL's port is allowed, which a CNI enforcing after the
+/// Service's translation does not match when the `targetPort` differs. Absent when there are none.
+pub const EGRESS_UNRESOLVED_ANNOTATION: &str = "lumenore.io/egress-unresolved";
 
 /// NetworkPolicy: ingress on 8080 only from the allowed peers (same namespace by default) and the
 /// monitoring namespace; egress only DNS and the ports of the URLs the connector calls. `None` when
 /// the CR disables it.
 pub fn network_policy(lc: &LumenoreConnector, monitoring_namespace: Option<&str>) -> Option<NetworkPolicy> {
+    network_policy_with(lc, monitoring_namespace, &[])
+}
+
+/// [`network_policy`], allowing the pods' ports of the in-cluster Services in `services` (see
+/// [`ServiceEgress`]) instead of their URL ports.
+pub fn network_policy_with(
+    lc: &LumenoreConnector,
+    monitoring_namespace: Option<&str>,
+    services: &[ServiceEgress],
+) -> Option<NetworkPolicy> {
     let net = &lc.spec.network;
     if !net.network_policy {
         return None;
@@ -671,15 +741,31 @@ pub fn network_policy(lc: &LumenoreConnector, monitoring_namespace: Option<&str>
         });
     }
     let mut metadata = meta(lc);
-    let hosts: Vec<String> = egress_endpoints(lc)
-        .into_iter()
-        .map(|(h, p)| format!("{h}:{p}"))
-        .collect();
-    if !hosts.is_empty() {
-        metadata.annotations = Some(BTreeMap::from([(
-            EGRESS_HOSTS_ANNOTATION.to_string(),
-            hosts.join(","),
-        )]));
+    let endpoints = egress_endpoints(lc);
+    let hosts: Vec<String> = endpoints.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let mut target_ports = Vec::new();
+    let mut unresolved = Vec::new();
+    for (host, port) in &endpoints {
+        match service_egress(services, host, *port) {
+            Some(EgressPorts::Target(target)) if !target.is_empty() => {
+                let target: Vec<String> = target.iter().map(i32::to_string).collect();
+                target_ports.push(format!("{host}:{port}->{}", target.join("/")));
+            }
+            Some(EgressPorts::Unresolved(why)) => unresolved.push(format!("{host}:{port} ({why})")),
+            Some(EgressPorts::Target(_)) | None => {}
+        }
+    }
+    let annotations: BTreeMap<String, String> = [
+        (EGRESS_HOSTS_ANNOTATION, hosts.join(",")),
+        (EGRESS_TARGET_PORTS_ANNOTATION, target_ports.join(",")),
+        (EGRESS_UNRESOLVED_ANNOTATION, unresolved.join(", ")),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
     }
     Some(NetworkPolicy {
         metadata,
@@ -697,7 +783,12 @@ pub fn network_policy(lc: &LumenoreConnector, monitoring_namespace: Option<&str>
                 },
                 NetworkPolicyEgressRule {
                     to: https_to,
-                    ports: Some(egress_ports(lc).into_iter().map(|p| port("TCP", p)).collect()),
+                    ports: Some(
+                        egress_ports_with(lc, services)
+                            .into_iter()
+                            .map(|p| port("TCP", p))
+                            .collect(),
+                    ),
                 },
             ]),
         }),

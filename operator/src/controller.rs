@@ -1,6 +1,8 @@
-//! Wiring of the kube-runtime controller: the CR watch (malformed objects tolerated), owned
-//! Deployments (metadata only) and Secrets (metadata only) mapped to the CRs that reference them.
+//! The tenant controller of one watched namespace: the CR watch (malformed objects tolerated),
+//! owned Deployments (metadata only) and Secrets (metadata only) mapped to the CRs that reference
+//! them. [`crate::run`] wires it with the rollout controller.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt, future};
@@ -8,13 +10,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::inputs::referenced_secrets;
 use crate::reconcile::{Context, Guarded, error_policy, reconcile};
+use crate::rollout::LumenoreFleetRollout;
 
 /// Label selecting the Deployments this operator manages.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=lumenore-operator";
@@ -46,15 +50,14 @@ where
 /// Changed (not initially listed) Secrets: at start every CR is reconciled anyway.
 fn secret_changes(
     api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .try_filter_map(|ev| {
-            future::ready(Ok(match ev {
-                watcher::Event::Apply(s) | watcher::Event::Delete(s) => Some(s),
-                _ => None,
-            }))
-        })
+    watcher(api, config).default_backoff().try_filter_map(|ev| {
+        future::ready(Ok(match ev {
+            watcher::Event::Apply(s) | watcher::Event::Delete(s) => Some(s),
+            _ => None,
+        }))
+    })
 }
 
 /// The object a watch event asks to reconcile. A deleted CR is not reconciled (its children go with
@@ -63,18 +66,57 @@ pub fn to_reconcile(ctx: &Context, event: watcher::Event<Guarded>) -> Option<Gua
     match event {
         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some(obj),
         watcher::Event::Delete(obj) => {
-            let meta = match &obj.0 {
-                Ok(lc) => &lc.metadata,
-                Err(inv) => &inv.metadata,
-            };
-            ctx.forget(&format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or(""),
-                meta.name.as_deref().unwrap_or("")
-            ));
+            ctx.forget(&key_of(&obj));
             None
         }
         watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+fn key_of(obj: &Guarded) -> String {
+    let meta = match &obj.0 {
+        Ok(lc) => &lc.metadata,
+        Err(inv) => &inv.metadata,
+    };
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// What a re-list no longer shows is forgotten. After a `410 Gone` or a lost connection the
+/// watcher lists again (`Init`, `InitApply`..., `InitDone`) and emits no `Delete` for an object
+/// deleted meanwhile, so without this its gauges and remembered state would stay until a restart.
+#[derive(Default)]
+pub struct Relist {
+    /// Namespace the watch covers (`None`: all).
+    scope: Option<String>,
+    /// Keys listed since the last `Init`.
+    seen: Option<HashSet<String>>,
+}
+
+impl Relist {
+    pub fn new(scope: Option<String>) -> Self {
+        Relist { scope, seen: None }
+    }
+
+    /// Follow one watch event; at `InitDone`, forget what the list did not have.
+    pub fn observe(&mut self, ctx: &Context, event: &watcher::Event<Guarded>) {
+        match event {
+            watcher::Event::Init => self.seen = Some(HashSet::new()),
+            watcher::Event::InitApply(obj) => {
+                if let Some(seen) = self.seen.as_mut() {
+                    seen.insert(key_of(obj));
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = self.seen.take() {
+                    ctx.forget_absent(self.scope.as_deref(), &seen);
+                }
+            }
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
+        }
     }
 }
 
@@ -95,30 +137,65 @@ pub fn connector_watch_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }
 
-/// Run one controller over `ns` (`None` = all namespaces) until `shutdown` is cancelled.
-pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, shutdown: CancellationToken) {
+/// The server-side timeout of every watch: kube-runtime's watcher treats a stream that sends
+/// nothing for this long plus 5 s as dead and watches again, so it bounds how long a silently
+/// dropped connection (no FIN, no RST) can freeze a cache.
+pub fn with_watch_timeout(config: watcher::Config, ctx: &Context) -> watcher::Config {
+    config.timeout(ctx.config.watch_timeout_seconds.max(1))
+}
+
+/// The cache of one watched namespace: the store the controllers read, and its writer.
+pub type TenantCache = (Store<Guarded>, Writer<Guarded>);
+
+/// Run one tenant controller over `ns` (`None` = all namespaces) until `shutdown` is cancelled,
+/// filling `cache`. With `rollouts` (this controller's subscription to the rollout cache), tenants
+/// whose image the fleet rollout changed are reconciled when it changes.
+pub async fn run_one(
+    ctx: Arc<Context>,
+    ns: Option<String>,
+    cache: TenantCache,
+    rollouts: Option<ReflectHandle<LumenoreFleetRollout>>,
+    concurrency: u16,
+    shutdown: CancellationToken,
+) {
     let client = ctx.client.clone();
+    let (store, writer) = cache;
     let ns = ns.as_deref();
     let connectors: Api<Guarded> = api_for(&client, ns);
     // Metadata-only watches: the operator never holds Deployment specs or Secret data in memory.
     let deployments = watcher(
         api_for::<PartialObjectMeta<Deployment>>(&client, ns),
-        watcher::Config::default().labels(MANAGED_BY_SELECTOR),
+        with_watch_timeout(watcher::Config::default().labels(MANAGED_BY_SELECTOR), &ctx),
     )
     .default_backoff()
     .touched_objects();
-    let secrets = secret_changes(api_for::<PartialObjectMeta<Secret>>(&client, ns));
+    let secrets = secret_changes(
+        api_for::<PartialObjectMeta<Secret>>(&client, ns),
+        with_watch_timeout(watcher::Config::default(), &ctx),
+    );
 
     // The CR cache drops managedFields and the last-applied annotation: they are large and unused.
-    let (store, writer) = reflector::store();
     let on_event = ctx.clone();
-    let main = watcher(connectors, connector_watch_config())
+    let mut relist = Relist::new(ns.map(str::to_string));
+    let main = watcher(connectors, with_watch_timeout(connector_watch_config(), &ctx))
         .default_backoff()
         .modify(strip_unused_metadata)
         .reflect(writer)
-        .try_filter_map(move |ev| future::ready(Ok(to_reconcile(&on_event, ev))));
+        .try_filter_map(move |ev| {
+            relist.observe(&on_event, &ev);
+            future::ready(Ok(to_reconcile(&on_event, ev)))
+        });
     let controller = Controller::for_stream(main, store.clone());
-    let controller = crate::rollout::controller::wire_tenant_controller(controller, &ctx, store.clone());
+    let controller = match rollouts {
+        Some(handle) => crate::rollout::controller::follow_rollouts(
+            controller,
+            ctx.fleet.clone(),
+            ctx.config.default_image.clone(),
+            store.clone(),
+            handle,
+        ),
+        None => controller,
+    };
     let scope = ns.unwrap_or("<all>").to_string();
     controller
         .owns_stream(deployments)
@@ -140,18 +217,4 @@ pub async fn run_one(ctx: Arc<Context>, ns: Option<String>, concurrency: u16, sh
             future::ready(())
         })
         .await;
-}
-
-/// Run one controller per watched namespace (all namespaces when `namespaces` is empty).
-pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>, concurrency: u16, shutdown: CancellationToken) {
-    if namespaces.is_empty() {
-        run_one(ctx, None, concurrency, shutdown).await;
-    } else {
-        future::join_all(
-            namespaces
-                .into_iter()
-                .map(|ns| run_one(ctx.clone(), Some(ns), concurrency, shutdown.clone())),
-        )
-        .await;
-    }
 }

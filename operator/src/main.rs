@@ -9,6 +9,7 @@ use lumenore_operator::crd::Cloud;
 use lumenore_operator::leader::{LeaseConfig, LeaseLock};
 use lumenore_operator::metrics::Metrics;
 use lumenore_operator::reconcile::{Context, OperatorConfig};
+use lumenore_operator::run::RunConfig;
 use lumenore_operator::validate::ClusterIdentity;
 use lumenore_operator::{crdgen, leader, server};
 use tokio::sync::watch;
@@ -103,9 +104,41 @@ struct RunArgs {
     /// Longest time allowed for a graceful shutdown after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 20)]
     shutdown_timeout_seconds: u64,
+    /// Server-side timeout of every watch, in seconds. A watch that sends nothing for this long plus
+    /// 5 s is treated as dead and started again, so a silently dropped connection freezes no cache
+    /// for longer.
+    #[arg(long, env = "LUMENORE_WATCH_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    watch_timeout_seconds: u32,
+    /// How often an active fleet rollout looks at its tenants again, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    rollout_poll_seconds: u64,
+    /// How often a missing LumenoreFleetRollout CRD is looked for again, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    crd_probe_seconds: u64,
+    /// Field manager of every write. Two installs whose watched namespaces could overlap need
+    /// different ones (each starting with "lumenore-operator"): each then refuses the other's objects.
+    #[arg(long, env = "LUMENORE_FIELD_MANAGER", default_value = "lumenore-operator", value_parser = parse_field_manager)]
+    field_manager: String,
     /// Log format: json or text.
     #[arg(long, env = "LUMENORE_LOG_FORMAT", default_value = "json")]
     log_format: String,
+}
+
+/// A field manager this operator can recognise as one of its installs: "lumenore-operator" or
+/// "lumenore-operator.<name>", at most 128 characters (the API server's limit).
+fn parse_field_manager(s: &str) -> Result<String, String> {
+    let ok = s == lumenore_operator::crd::MANAGER
+        || s.strip_prefix("lumenore-operator.").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        });
+    if ok && s.len() <= 128 {
+        Ok(s.to_string())
+    } else {
+        Err("must be \"lumenore-operator\" or \"lumenore-operator.<name>\" (letters, digits, '-', '.', '_'; at most 128 characters)".into())
+    }
 }
 
 fn init_tracing(format: &str) -> anyhow::Result<()> {
@@ -200,11 +233,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.connector_image.clone(),
     );
     config.monitoring_namespace = args.monitoring_namespace.clone().filter(|n| !n.is_empty());
+    config.watch_timeout_seconds = args.watch_timeout_seconds;
+    config.field_manager = args.field_manager.clone();
+    config.reporter.controller = args.field_manager.clone();
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
-    let rollout_namespace = args
-        .rollout_namespace
-        .clone()
-        .unwrap_or_else(|| args.leader_election_namespace.clone());
+    let run_config = RunConfig {
+        namespaces: namespaces.clone(),
+        concurrency: args.concurrency,
+        rollout_namespace: args
+            .rollout_namespace
+            .clone()
+            .unwrap_or_else(|| args.leader_election_namespace.clone()),
+        crd_probe_interval: Duration::from_secs(args.crd_probe_seconds),
+        rollout_poll: Duration::from_secs(args.rollout_poll_seconds),
+    };
 
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -263,13 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 })
             };
             run_bounded(
-                lumenore_operator::rollout::controller::run_all(
-                    ctx,
-                    namespaces,
-                    args.concurrency,
-                    rollout_namespace,
-                    controllers_stop.clone(),
-                ),
+                lumenore_operator::run::run_all(ctx, run_config, controllers_stop.clone()),
                 &controllers_stop,
                 &shutdown,
                 &lost,
@@ -291,13 +327,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = ready_tx.send(true);
         ctx.metrics.stages.leader.set(1); // observe: without election this replica always leads
         run_bounded(
-            lumenore_operator::rollout::controller::run_all(
-                ctx,
-                namespaces,
-                args.concurrency,
-                rollout_namespace,
-                controllers_stop.clone(),
-            ),
+            lumenore_operator::run::run_all(ctx, run_config, controllers_stop.clone()),
             &controllers_stop,
             &shutdown,
             &CancellationToken::new(),

@@ -108,6 +108,16 @@ impl Metrics {
         }
     }
 
+    /// Keys of the objects whose conditions are counted.
+    pub fn known_keys(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Current value of the `connectors` gauge for one condition/status.
     pub fn connectors(&self, condition: &str, status: &str) -> i64 {
         self.connectors

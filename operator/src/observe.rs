@@ -142,6 +142,16 @@ impl StageMetrics {
         }
     }
 
+    /// Keys of the objects whose conditions are counted.
+    pub fn known_keys(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Current value of `connector_conditions` for one label set.
     pub fn conditions(&self, condition: &str, status: &str, reason: &str) -> i64 {
         self.conditions

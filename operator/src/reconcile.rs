@@ -2,19 +2,16 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::core::DeserializeGuard;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
@@ -24,14 +21,14 @@ use serde::de::DeserializeOwned;
 
 use crate::builders::{self, BuildInputs};
 use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER, REPLICAS_HANDOVER_MANAGER};
+use crate::events::{EventWriter, truncate};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::observe::{self, Stage};
 use crate::status::{self, ApplyFailure, DeploymentObservation, Outcome};
 use crate::validate::{self, ClusterIdentity, Rejection};
 
-/// The object type the controller watches: a CR that may fail to deserialize.
-pub type Guarded = DeserializeGuard<LumenoreConnector>;
+pub use crate::crd::Guarded;
 
 /// Settings of the reconciler.
 #[derive(Clone, Debug)]
@@ -50,6 +47,11 @@ pub struct OperatorConfig {
     pub secret_grace: Duration,
     /// Namespace allowed to scrape the connectors' `/metrics` through their NetworkPolicy.
     pub monitoring_namespace: Option<String>,
+    /// Server-side timeout of every watch, in seconds (see [`crate::controller::with_watch_timeout`]).
+    pub watch_timeout_seconds: u32,
+    /// Field manager of every write: one per operator install, so two installs whose scopes overlap
+    /// see each other's fields as conflicts instead of silently taking them over.
+    pub field_manager: String,
 }
 
 impl OperatorConfig {
@@ -66,6 +68,8 @@ impl OperatorConfig {
             backoff_max: Duration::from_secs(300),
             secret_grace: Duration::from_secs(300),
             monitoring_namespace: None,
+            watch_timeout_seconds: 60,
+            field_manager: MANAGER.into(),
         }
     }
 }
@@ -75,7 +79,8 @@ pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
-    event_seq: AtomicU64,
+    /// The Events writer (shared with the rollout controller).
+    pub events: Arc<EventWriter>,
     failures: Mutex<HashMap<String, u32>>,
     /// Conditions this operator last wrote, per object: the cached CR may not show our own last
     /// status write yet, and Events must not repeat because of that.
@@ -89,11 +94,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, config: OperatorConfig, metrics: Arc<Metrics>) -> Self {
+        let events = Arc::new(EventWriter::new(client.clone(), config.reporter.clone()));
         Context {
             client,
             config,
             metrics,
-            event_seq: AtomicU64::new(0),
+            events,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             replicas_owned: Mutex::new(HashMap::new()),
@@ -109,6 +115,22 @@ impl Context {
         self.remember_conditions(key, None);
         lock(&self.failures).remove(key);
         lock(&self.replicas_owned).remove(key);
+    }
+
+    /// Forget every object of namespace `scope` (all namespaces when `None`) that is not in
+    /// `present` (keys `namespace/name`): what a re-list no longer shows was deleted while the watch
+    /// was down, and the watcher emits no Delete for it.
+    pub fn forget_absent(&self, scope: Option<&str>, present: &std::collections::HashSet<String>) {
+        let mut keys: std::collections::HashSet<String> = lock(&self.written).keys().cloned().collect();
+        keys.extend(lock(&self.failures).keys().cloned());
+        keys.extend(lock(&self.replicas_owned).keys().cloned());
+        keys.extend(self.metrics.known_keys());
+        keys.extend(self.metrics.stages.known_keys());
+        let in_scope = |k: &str| scope.is_none_or(|ns| k.split_once('/').is_some_and(|(n, _)| n == ns));
+        for key in keys.iter().filter(|k| in_scope(k) && !present.contains(*k)) {
+            tracing::debug!(object = %key, "gone after a re-list: forgotten");
+            self.forget(key);
+        }
     }
 
     /// Number of objects with per-object state kept in memory (for leak checks).
@@ -335,6 +357,7 @@ async fn reconcile_connector(lc: &LumenoreConnector, ctx: &Context) -> Result<Ac
             default_image: ctx.fleet.tenant_image(lc, &ctx.config.default_image).image,
             credentials_hash: inputs.credentials_hash,
             monitoring_namespace: ctx.config.monitoring_namespace.clone(),
+            egress_services: inputs.egress_services,
         },
     );
 
@@ -406,17 +429,20 @@ async fn apply_children(
     let client = &ctx.client;
     let uid = lc.metadata.uid.clone().unwrap_or_default();
     let name = builders::child_name(lc);
-    apply(client, ns, &children.service_account)
+    let manager = ctx.config.field_manager.as_str();
+    apply(client, manager, ns, &children.service_account)
         .await
         .child("ServiceAccount")?;
-    apply(client, ns, &children.service).await.child("Service")?;
+    apply(client, manager, ns, &children.service)
+        .await
+        .child("Service")?;
     match &children.network_policy {
-        Some(np) => apply(client, ns, np).await.map(drop),
+        Some(np) => apply(client, manager, ns, np).await.map(drop),
         None => prune::<NetworkPolicy>(client, ns, &name, &uid).await.map(drop),
     }
     .child("NetworkPolicy")?;
     match &children.pod_disruption_budget {
-        Some(pdb) => apply(client, ns, pdb).await.map(drop),
+        Some(pdb) => apply(client, manager, ns, pdb).await.map(drop),
         None => prune::<PodDisruptionBudget>(client, ns, &name, &uid)
             .await
             .map(drop),
@@ -428,10 +454,10 @@ async fn apply_children(
             .await
             .child("Deployment")?;
     }
-    let deployment = apply(client, ns, &children.deployment)
+    let deployment = apply(client, manager, ns, &children.deployment)
         .await
         .child("Deployment")?;
-    lock(&ctx.replicas_owned).insert(key, owns_replicas(&deployment, MANAGER));
+    lock(&ctx.replicas_owned).insert(key, owns_replicas(&deployment, manager));
     Ok(deployment)
 }
 
@@ -459,21 +485,28 @@ async fn hand_over_replicas(ctx: &Context, key: &str, ns: &str, name: &str) -> R
     let Some(live) = api.get_opt(name).await? else {
         return Ok(());
     };
-    if !owns_replicas(&live, MANAGER) {
+    if !owns_replicas(&live, &ctx.config.field_manager) {
         return Ok(());
     }
     let Some(replicas) = live.spec.replicas else {
         return Ok(());
     };
+    // A suspended tenant was applied at 0. An HPA never scales a target at 0 replicas
+    // (kubernetes/kubernetes pkg/controller/podautoscaler/horizontal.go: "scaling is disabled since
+    // the replica count of the target is zero", condition ScalingActive=False, ScalingDisabled), so
+    // handing over 0 on resume would leave it at 0 for ever: hand over 1, as the API server defaults
+    // a Deployment without replicas, and the HPA takes it from there.
+    let replicas = replicas.max(1);
     let patch = serde_json::json!({
         "apiVersion": <Deployment as k8s_openapi::Resource>::API_VERSION,
         "kind": <Deployment as k8s_openapi::Resource>::KIND,
         "metadata": {"name": name, "namespace": ns},
         "spec": {"replicas": replicas},
     });
+    // Forced: after a suspend the operator owns the 0 this raises to 1; only `spec.replicas` moves.
     api.patch(
         name,
-        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -515,8 +548,10 @@ async fn report_apply_failure(
     })
 }
 
-/// Server-side apply `obj` with the operator's field manager, taking ownership of conflicting fields.
-pub async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, kube::Error>
+/// Server-side apply `obj` as `manager`. Fields another writer changed (`kubectl edit`, a
+/// mutating webhook) are taken back; fields another install of this operator owns are not: its
+/// conflict is returned (see [`apply_patch`]).
+pub async fn apply<K>(client: &Client, manager: &str, ns: &str, obj: &K) -> Result<K, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Serialize
@@ -526,12 +561,86 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
+    apply_patch(&api, manager, &name, obj, false).await
+}
+
+/// The field managers a server-side apply conflict names, read from the API server's message:
+/// `conflict with "<manager>"` for one conflict, `conflicts with "<manager>":` per manager for
+/// several (k8s.io/apiserver `pkg/endpoints/handlers/fieldmanager/internal/conflict.go`,
+/// `getConflictMessage` and `printManager`).
+pub fn conflicting_managers(message: &str) -> Vec<&str> {
+    static CONFLICT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"conflicts? with "([^"]+)""#).expect("valid pattern")
+    });
+    CONFLICT
+        .captures_iter(message)
+        .filter_map(|c| c.get(1).map(|m| m.as_str()))
+        .collect()
+}
+
+/// Is `other` the field manager of another install of this operator? (The replicas hand-over
+/// manager is every install's own helper, never a rival.)
+fn other_install(other: &str, manager: &str) -> bool {
+    other != manager && other != REPLICAS_HANDOVER_MANAGER && other.starts_with(MANAGER)
+}
+
+/// Apply `patch` (to the `status` subresource when `status`) as `manager`: first without force,
+/// then, when the only conflicts are with writers other than this operator, forced. A conflict
+/// with another install's field manager is returned as a 409 naming it: two installs whose
+/// scopes overlap must not take each other's objects over in turn.
+pub async fn apply_patch<K, P>(
+    api: &Api<K>,
+    manager: &str,
+    name: &str,
+    patch: &P,
+    status: bool,
+) -> Result<K, kube::Error>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+    P: Serialize + Debug,
+{
+    let send = |force: bool| {
+        let mut params = PatchParams::apply(manager);
+        if force {
+            params = params.force();
+        }
+        async move {
+            if status {
+                api.patch_status(name, &params, &Patch::Apply(patch)).await
+            } else {
+                api.patch(name, &params, &Patch::Apply(patch)).await
+            }
+        }
+    };
+    match send(false).await {
+        Err(kube::Error::Api(mut s)) if s.code == 409 => {
+            let named = conflicting_managers(&s.message);
+            if named.is_empty() {
+                // Not a field ownership conflict: retried with backoff like any other.
+                return Err(kube::Error::Api(s));
+            }
+            let others: Vec<String> = named
+                .into_iter()
+                .filter(|m| other_install(m, manager))
+                .map(str::to_string)
+                .collect();
+            if others.is_empty() {
+                return send(true).await;
+            }
+            s.message = format!(
+                "another lumenore-operator install (field manager {:?}) manages this object; two installs must not watch the same namespace (give each its own --watch-namespaces): {}",
+                others.join(", "),
+                s.message
+            );
+            Err(kube::Error::Api(s))
+        }
+        other => other,
+    }
 }
 
 /// Delete child `name` if it exists and is controlled by the CR with `owner_uid`. Returns whether it
-/// was deleted. Objects controlled by someone else are never touched.
+/// was deleted. Objects controlled by someone else are never touched: the delete carries the UID
+/// read as a precondition, so an object re-created under the same name meanwhile is not deleted.
 pub async fn prune<K>(client: &Client, ns: &str, name: &str, owner_uid: &str) -> Result<bool, kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
@@ -547,9 +656,17 @@ where
     if !ours {
         return Ok(false);
     }
-    match api.delete(name, &DeleteParams::background()).await {
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        // Gone, or replaced by another object (precondition failed): nothing of ours to delete.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -631,14 +748,7 @@ async fn write_status(
             "kind": LumenoreConnector::kind(&()),
             "status": new,
         });
-        match api
-            .patch_status(
-                &lc.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
+        match apply_patch(&api, &ctx.config.field_manager, &lc.name_any(), &patch, true).await {
             Ok(_) => {}
             // Deleted meanwhile: nothing to report on.
             Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -681,69 +791,16 @@ async fn publish_transitions(
                 c.reason.as_str(),
                 "Suspended" | "RolloutInProgress" | "NotDeployed" | "ScaledToZero"
             );
-        let note = truncate(format!("{}={}: {}", c.type_, c.status, c.message), 1000);
-        if let Err(e) = publish_event(ctx, reference, warning, &c.reason, note).await {
+        let note = format!("{}={}: {}", c.type_, c.status, c.message);
+        if let Err(e) = ctx
+            .events
+            .publish(reference, "Reconcile", warning, &c.reason, note)
+            .await
+        {
             // An Event is best effort; the status carries the same information.
             tracing::warn!(error = %e, "could not publish event");
         }
     }
-}
-
-/// Create one events.k8s.io/v1 Event. (kube's `Recorder` keeps every event it published in a cache
-/// it scans on each publish; with Events on transitions only there is nothing to aggregate, and at
-/// 10,000 connectors that cache dominated CPU and memory.)
-async fn publish_event(
-    ctx: &Context,
-    reference: &ObjectReference,
-    warning: bool,
-    reason: &str,
-    note: String,
-) -> Result<(), kube::Error> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let ns = reference.namespace.clone().unwrap_or_else(|| "default".into());
-    let seq = ctx.event_seq.fetch_add(1, Ordering::Relaxed);
-    let reporter = &ctx.config.reporter;
-    let event = K8sEvent {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}{:x}",
-                reference.name.as_deref().unwrap_or(MANAGER),
-                now.as_nanosecond(),
-                seq
-            )),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        action: Some("Reconcile".into()),
-        reason: Some(reason.to_string()),
-        note: Some(note),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        regarding: Some(reference.clone()),
-        reporting_controller: Some(reporter.controller.clone()),
-        reporting_instance: Some(
-            reporter
-                .instance
-                .clone()
-                .unwrap_or_else(|| reporter.controller.clone()),
-        ),
-        ..Default::default()
-    };
-    Api::<K8sEvent>::namespaced(ctx.client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await
-        .map(|_| ())
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
 
 /// A CR that does not deserialize: report it in its status (Accepted=False, reason InvalidObject) and
@@ -790,8 +847,7 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
             "kind": ar.kind,
             "status": new,
         });
-        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
+        apply_patch(&api, &ctx.config.field_manager, &name, &patch, true).await?;
     }
     ctx.metrics.set_conditions(
         &key,

@@ -16,6 +16,7 @@ fn build(lc: &LumenoreConnector) -> Children {
             default_image: "ghcr.io/lumenore/lumenore-connector:0.1.0".into(),
             credentials_hash: lc.spec.credentials.as_ref().map(|_| HASH.to_string()),
             monitoring_namespace: None,
+            egress_services: Vec::new(),
         },
     )
 }
@@ -482,6 +483,97 @@ fn egress_ports_come_from_the_server_issuer_and_jwks_urls() {
     );
 }
 
+/// CNIs enforce egress after a Service's translation, on the pod's port: for an in-cluster Service
+/// the policy allows the pods' ports the reconcile found (`BuildInputs::egress_services`) instead of
+/// the URL's, lists what it could not resolve, and leaves every other host's port alone.
+#[test]
+fn egress_to_an_in_cluster_service_allows_the_pods_port() {
+    use builders::{EgressPorts, ServiceEgress};
+    let mut spec = minimal_spec();
+    spec["serverUrl"] = json!("https://lumenore.lumenore-system.svc:8443");
+    spec["auth"] = json!({"mode": "oauth", "oauth": {
+        "issuer": "https://login.acme.example:9443/realms/acme",
+        "audience": "https://mcp.acme.example/mcp"}});
+    spec["telemetry"] = json!({"otlp": {"endpoint": "http://otel-collector.observability.svc:4318"}});
+    let lc = connector("tenants", "acme", spec);
+    let with = |egress_services: Vec<ServiceEgress>| {
+        let inputs = BuildInputs {
+            default_image: "img".into(),
+            credentials_hash: Some(HASH.into()),
+            monitoring_namespace: None,
+            egress_services,
+        };
+        serde_json::to_value(builders::build_children(&lc, &inputs).network_policy.unwrap()).unwrap()
+    };
+    let ports = |np: &Value| -> Vec<i64> {
+        np["spec"]["egress"][1]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect()
+    };
+    let hosts =
+        "login.acme.example:9443,lumenore.lumenore-system.svc:8443,otel-collector.observability.svc:4318";
+
+    // Nothing resolved (the default): the URLs' ports, exactly as before.
+    let np = with(Vec::new());
+    assert_eq!(ports(&np), [4318, 8443, 9443]);
+    assert_eq!(
+        np["metadata"]["annotations"],
+        json!({builders::EGRESS_HOSTS_ANNOTATION: hosts})
+    );
+
+    // The collector's pods listen on 14318, the server's on 8080 and 8081 (two pod templates).
+    let np = with(vec![
+        ServiceEgress {
+            host: "otel-collector.observability.svc".into(),
+            port: 4318,
+            ports: EgressPorts::Target(vec![14318]),
+        },
+        ServiceEgress {
+            host: "lumenore.lumenore-system.svc".into(),
+            port: 8443,
+            ports: EgressPorts::Target(vec![8080, 8081]),
+        },
+        // Not an endpoint of this CR: ignored.
+        ServiceEgress {
+            host: "other.observability.svc".into(),
+            port: 4318,
+            ports: EgressPorts::Target(vec![1]),
+        },
+    ]);
+    assert_eq!(ports(&np), [8080, 8081, 9443, 14318]);
+    let annotations = &np["metadata"]["annotations"];
+    assert_eq!(
+        annotations[builders::EGRESS_HOSTS_ANNOTATION],
+        hosts,
+        "egressTo must still cover the URLs' hosts"
+    );
+    assert_eq!(
+        annotations[builders::EGRESS_TARGET_PORTS_ANNOTATION],
+        "lumenore.lumenore-system.svc:8443->8080/8081,otel-collector.observability.svc:4318->14318"
+    );
+    assert!(annotations.get(builders::EGRESS_UNRESOLVED_ANNOTATION).is_none());
+
+    // Unresolved: the URL's port is kept, and the reason shown.
+    let np = with(vec![ServiceEgress {
+        host: "otel-collector.observability.svc".into(),
+        port: 4318,
+        ports: EgressPorts::Unresolved("named targetPort otlp-http: no EndpointSlice port yet".into()),
+    }]);
+    assert_eq!(ports(&np), [4318, 8443, 9443]);
+    assert_eq!(
+        np["metadata"]["annotations"][builders::EGRESS_UNRESOLVED_ANNOTATION],
+        "otel-collector.observability.svc:4318 (named targetPort otlp-http: no EndpointSlice port yet)"
+    );
+    assert!(
+        np["metadata"]["annotations"]
+            .get(builders::EGRESS_TARGET_PORTS_ANNOTATION)
+            .is_none()
+    );
+}
+
 #[test]
 fn a_monitoring_namespace_may_reach_the_metrics_port() {
     let lc = connector("tenants", "acme", minimal_spec());
@@ -489,6 +581,7 @@ fn a_monitoring_namespace_may_reach_the_metrics_port() {
         default_image: "img".into(),
         credentials_hash: None,
         monitoring_namespace: Some("monitoring".into()),
+        egress_services: Vec::new(),
     };
     let np = serde_json::to_value(builders::build_children(&lc, &inputs).network_policy.unwrap()).unwrap();
     assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 2);

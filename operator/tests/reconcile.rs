@@ -773,3 +773,272 @@ async fn a_stale_cached_object_does_not_repeat_events() {
         .collect();
     assert!(event_writes.is_empty(), "{event_writes:?}");
 }
+
+/// Defect: suspend force-applied `replicas: 0`; on resume with no `spec.replicas` (an HPA owns the
+/// count) the hand-over copied the live 0, and an HPA never scales a target at 0.
+#[tokio::test]
+async fn suspend_then_resume_with_an_hpa_scales_again() {
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    e.api
+        .edit::<LumenoreConnector>(NS, "acme", |o| o["spec"]["suspend"] = json!(true));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(e.deployment("acme").spec.replicas, Some(0));
+    e.api
+        .edit::<LumenoreConnector>(NS, "acme", |o| o["spec"]["suspend"] = json!(false));
+    e.reconcile("acme").await.unwrap();
+    let replicas = e.deployment("acme").spec.replicas;
+    assert!(
+        replicas.is_some_and(|r| r >= 1),
+        "resumed at {replicas:?}: an HPA cannot scale a target at 0"
+    );
+}
+
+/// Defect: after a 410 the watcher re-lists and emits no Delete for a CR deleted meanwhile, so its
+/// per-object state and condition gauges stayed until a restart.
+#[tokio::test]
+async fn tenants_deleted_during_a_relist_are_forgotten() {
+    use lumenore_operator::controller::Relist;
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    let mut other = minimal_spec();
+    other["tenant"] = json!("globex");
+    e.api.put(&connector(NS, "globex", other));
+    e.reconcile("acme").await.unwrap();
+    e.reconcile("globex").await.unwrap();
+    assert_eq!(e.ctx.tracked_objects(), 2);
+    let not_ready = |e: &Env| e.ctx.metrics.connectors("Ready", "False");
+    assert_eq!(not_ready(&e), 2);
+
+    // globex is deleted while the watch is down; the re-list shows only acme.
+    let mut relist = Relist::new(Some(NS.into()));
+    let acme: Guarded = DeserializeGuard(Ok(e.cr("acme")));
+    relist.observe(&e.ctx, &watcher::Event::Init);
+    relist.observe(&e.ctx, &watcher::Event::InitApply(acme));
+    assert_eq!(
+        e.ctx.tracked_objects(),
+        2,
+        "nothing is forgotten before the list is complete"
+    );
+    relist.observe(&e.ctx, &watcher::Event::InitDone);
+    assert_eq!(e.ctx.tracked_objects(), 1);
+    assert_eq!(not_ready(&e), 1, "the deleted tenant no longer counts");
+
+    // A re-list of another namespace's watch forgets nothing here.
+    let mut elsewhere = Relist::new(Some("other".into()));
+    elsewhere.observe(&e.ctx, &watcher::Event::Init);
+    elsewhere.observe(&e.ctx, &watcher::Event::InitDone);
+    assert_eq!(e.ctx.tracked_objects(), 1);
+}
+
+/// Defect: two installs with overlapping scopes shared the field manager `lumenore-operator` and
+/// silently took each other's objects over in turn.
+#[tokio::test]
+async fn a_second_install_does_not_take_over_the_first_ones_objects() {
+    let first = env();
+    first.api.put(&acme_secret());
+    let mut spec = minimal_spec();
+    spec["replicas"] = json!(2);
+    first.api.put(&connector(NS, "acme", spec));
+    first.reconcile("acme").await.unwrap();
+    assert_eq!(first.deployment("acme").spec.replicas, Some(2));
+
+    // A second install, its own field manager, another default image: its apply conflicts.
+    let mut config = OperatorConfig::new(
+        ClusterIdentity {
+            cloud: Some(Cloud::Aws),
+            region: Some("eu-west-1".into()),
+        },
+        "ghcr.io/lumenore/lumenore-connector:0.9.0".into(),
+    );
+    config.field_manager = "lumenore-operator.second".into();
+    let second = Env {
+        api: first.api.clone(),
+        ctx: Arc::new(Context::new(first.api.client(), config, Arc::new(Metrics::new()))),
+    };
+    let err = second.reconcile("acme").await.unwrap_err();
+    assert!(
+        err.to_string().contains("another lumenore-operator install"),
+        "{err}"
+    );
+    let image = |e: &Env| {
+        e.deployment("acme").spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+    };
+    assert_eq!(
+        image(&first).as_deref(),
+        Some("ghcr.io/lumenore/lumenore-connector:0.1.0"),
+        "the first install's Deployment is untouched"
+    );
+    // Writers that are not this operator are still overridden (kubectl edit of an owned field).
+    first
+        .api
+        .edit_as::<Deployment>(NS, "acme", "kubectl-edit", |d| d["spec"]["replicas"] = json!(5));
+    first.reconcile("acme").await.unwrap();
+    assert_eq!(first.deployment("acme").spec.replicas, Some(2));
+}
+
+#[test]
+fn conflicting_managers_are_read_from_the_api_servers_message() {
+    use lumenore_operator::reconcile::conflicting_managers;
+    // The wording of structured-merge-diff's Conflicts.Error as kube-apiserver returns it.
+    let msg = "Apply failed with 2 conflicts: conflicts with \"kubectl-edit\" using apps/v1:\n- .spec.replicas\nconflict with \"lumenore-operator.b\" using apps/v1: .spec.template";
+    assert_eq!(
+        conflicting_managers(msg),
+        vec!["kubectl-edit", "lumenore-operator.b"]
+    );
+    let msg = "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas";
+    assert_eq!(conflicting_managers(msg), vec!["kubectl-client-side-apply"]);
+}
+
+/// Defect: the NetworkPolicy's egress ports were the ports of the URLs, i.e. Service ports, but CNIs
+/// match egress after the Service's translation, on the pod's port: an in-cluster collector whose
+/// `targetPort` differs was blocked. The operator reads the Service (and, for a named targetPort, its
+/// EndpointSlices) and allows the pods' port; what it cannot resolve keeps the URL port and is listed
+/// in the `lumenore.io/egress-unresolved` annotation.
+#[tokio::test]
+async fn networkpolicy_egress_uses_the_service_target_port() {
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    const UNRESOLVED: &str = "lumenore.io/egress-unresolved";
+    let e = env();
+    e.api.put(&acme_secret());
+    let collector = |target: IntOrString| Service {
+        metadata: ObjectMeta {
+            name: Some("otel-collector".into()),
+            namespace: Some("observability".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([("app".to_string(), "collector".to_string())])),
+            cluster_ip: Some("10.96.0.40".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 4318,
+                protocol: Some("TCP".into()),
+                target_port: Some(target),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let slice = |name: &str, service: &str, port: i32| EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("observability".into()),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/service-name".to_string(),
+                service.to_string(),
+            )])),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![]),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+    };
+    let policy = |e: &Env| -> (Vec<i32>, BTreeMap<String, String>) {
+        let np = e
+            .api
+            .get::<NetworkPolicy>(NS, "acme")
+            .expect("NetworkPolicy applied");
+        let ports = np.spec.unwrap().egress.unwrap()[1]
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| match p.port {
+                Some(IntOrString::Int(n)) => n,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        (ports, np.metadata.annotations.unwrap_or_default())
+    };
+
+    // A numeric targetPort: the pods' port is allowed, not the Service's.
+    e.api.put(&collector(IntOrString::Int(14318)));
+    let mut spec = minimal_spec();
+    spec["telemetry"] = json!({"otlp": {"endpoint": "http://otel-collector.observability.svc:4318"}});
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.reconcile("acme").await.unwrap();
+    let (ports, annotations) = policy(&e);
+    assert_eq!(ports, [443, 14318], "{annotations:?}");
+    assert!(
+        annotations["lumenore.io/egress-hosts"].contains("otel-collector.observability.svc:4318"),
+        "the hosts to cover keep the URL's port: {annotations:?}"
+    );
+    assert!(!annotations.contains_key(UNRESOLVED), "{annotations:?}");
+
+    // A named targetPort and no EndpointSlice yet: the URL port is kept, and said so.
+    e.api.put(&collector(IntOrString::String("otlp-http".into())));
+    e.reconcile("acme").await.unwrap();
+    let (ports, annotations) = policy(&e);
+    assert_eq!(ports, [443, 4318]);
+    assert!(
+        annotations
+            .get(UNRESOLVED)
+            .is_some_and(|v| v.contains("otel-collector.observability.svc:4318")),
+        "{annotations:?}"
+    );
+
+    // EndpointSlices name each port after the Service's port (`http`, not the targetPort's name) and
+    // carry the pods' number; another Service's slice is not read.
+    e.api.put(&slice("otel-collector-x7k2p", "otel-collector", 24318));
+    e.api.put(&slice("jaeger-q9z4m", "jaeger", 9999));
+    e.reconcile("acme").await.unwrap();
+    let (ports, annotations) = policy(&e);
+    assert_eq!(ports, [443, 24318]);
+    assert!(!annotations.contains_key(UNRESOLVED), "{annotations:?}");
+
+    // `<svc>.<ns>` is a Service when one answers the GET ...
+    spec["telemetry"]["otlp"]["endpoint"] = json!("http://otel-collector.observability:4318");
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(policy(&e).0, [443, 24318]);
+
+    // ... and a public name of two labels is not: no such Service (404), or one the operator may not
+    // read (403), keeps the URL's port without a word.
+    spec["serverUrl"] = json!("https://lumenore.example:8443");
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.reconcile("acme").await.unwrap();
+    let (ports, annotations) = policy(&e);
+    assert_eq!(ports, [8443, 24318]);
+    assert!(!annotations.contains_key(UNRESOLVED), "{annotations:?}");
+    e.api
+        .fail_next(Method::GET, "/namespaces/example/services/lumenore", 403, 1);
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(policy(&e).0, [8443, 24318]);
+
+    // Any cluster domain after `.svc`; a Service the operator may not read keeps the URL port, said so.
+    spec["telemetry"]["otlp"]["endpoint"] =
+        json!("http://otel-collector.observability.svc.cluster.local:4318");
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.api.fail_next(
+        Method::GET,
+        "/namespaces/observability/services/otel-collector",
+        403,
+        1,
+    );
+    e.reconcile("acme").await.unwrap();
+    let (ports, annotations) = policy(&e);
+    assert_eq!(ports, [4318, 8443]);
+    assert!(
+        annotations
+            .get(UNRESOLVED)
+            .is_some_and(|v| v.contains("otel-collector.observability.svc.cluster.local:4318")),
+        "{annotations:?}"
+    );
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(policy(&e).0, [8443, 24318]);
+}

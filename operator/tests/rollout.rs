@@ -591,3 +591,105 @@ async fn a_stalled_rollout_reports_names_and_reasons_never_secret_values() {
         "tenant names are not metric labels"
     );
 }
+
+/// Defect: the rollout status was force-applied without a precondition, so a deposed leader's late
+/// write (decided from an older status) could move `partition` backwards and tenants with it.
+#[tokio::test]
+async fn a_deposed_leaders_late_status_write_is_refused() {
+    let api = fleet_api();
+    let clock = Clock::new();
+    let mut old_leader = Fleet::start(&api, &clock);
+    old_leader.reconcile_tenants().await;
+    deployment_controller(&api, &[]);
+    old_leader.reconcile_tenants().await;
+    api.put(&rollout("connector-0-2", waves_spec()));
+    // The first decision: the rollout starts, wave 1 admits its first batch.
+    old_leader.tick(&clock, &[], 10).await;
+    let before = old_leader.rollout("connector-0-2").status.unwrap();
+
+    // The old leader decides from this status, but its write is held up in the network ...
+    api.delay_requests(
+        "lumenorefleetrollouts/connector-0-2/status",
+        std::time::Duration::from_secs(3),
+        1,
+    );
+    old_leader.sync();
+    let stale = old_leader.rollout("connector-0-2");
+    clock.advance(60);
+    let late = {
+        let rctx = old_leader.rctx.clone();
+        tokio::spawn(async move {
+            lumenore_operator::rollout::controller::reconcile(std::sync::Arc::new(stale), rctx).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ... while the new leader moves on.
+    let mut new_leader = Fleet::start(&api, &clock);
+    for _ in 0..3 {
+        new_leader.tick(&clock, &[], 60).await;
+    }
+    let moved = new_leader.rollout("connector-0-2").status.unwrap();
+    assert_ne!(
+        (moved.current_wave, moved.partition.clone()),
+        (before.current_wave, before.partition.clone()),
+        "the new leader advanced"
+    );
+    let result = late.await.unwrap();
+    assert!(
+        matches!(&result, Err(lumenore_operator::rollout::controller::Error::Kube(kube::Error::Api(s))) if s.code == 409),
+        "the late write must be refused: {result:?}"
+    );
+    let after = api
+        .get::<LumenoreFleetRollout>(OPS, "connector-0-2")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (after.current_wave, after.partition),
+        (moved.current_wave, moved.partition),
+        "nothing moved backwards"
+    );
+}
+
+/// Defect: after a restart or a leader change the rollout controller started when the rollout
+/// cache was ready and decided on whatever tenant caches had filled so far: waves without members
+/// completed at once and every unpinned tenant got the target image.
+#[tokio::test]
+async fn a_rollout_decides_nothing_until_every_tenant_cache_is_filled() {
+    let api = fleet_api();
+    let clock = Clock::new();
+    let mut op = Fleet::start(&api, &clock);
+    op.reconcile_tenants().await;
+    deployment_controller(&api, &[]);
+    op.reconcile_tenants().await;
+    api.put(&rollout("connector-0-2", waves_spec()));
+    op.sync();
+    // A second watched namespace whose cache has not had its first LIST yet.
+    let (unfilled, mut writer) = kube::runtime::reflector::store::<lumenore_operator::crd::Guarded>();
+    op.ctx.fleet.register_tenants(unfilled);
+    op.ctx.fleet.expect_tenant_caches(2);
+    let writes = |api: &FakeApi| {
+        api.log()
+            .iter()
+            .filter(|l| l.method == http::Method::PATCH && l.path.contains("lumenorefleetrollouts"))
+            .count()
+    };
+    let before = writes(&api);
+    let r = api.get::<LumenoreFleetRollout>(OPS, "connector-0-2").unwrap();
+    lumenore_operator::rollout::controller::reconcile(std::sync::Arc::new(r.clone()), op.rctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(writes(&api), before, "no decision on a partial fleet");
+    assert!(r.status.is_none());
+    // The cache fills: the rollout starts, at wave 1 with its first batch only.
+    lumenore_operator::rollout::fleet::fill_store(&mut writer, Vec::new());
+    lumenore_operator::rollout::controller::reconcile(std::sync::Arc::new(r), op.rctx.clone())
+        .await
+        .unwrap();
+    let st = api
+        .get::<LumenoreFleetRollout>(OPS, "connector-0-2")
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.current_wave, Some(0));
+}

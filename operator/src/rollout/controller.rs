@@ -4,30 +4,26 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::crd::{LumenoreFleetRollout, LumenoreFleetRolloutStatus, Phase};
-use super::decide::{self, Input, RolloutEvent, TenantReport};
+use super::decide::{self, Input, TenantReport};
 use super::fleet::{FleetView, active_of, reported_image};
 use super::plan::TenantId;
+use crate::crd::Guarded;
 use crate::crd::{LumenoreConnector, MANAGER};
+use crate::events::EventWriter;
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, Guarded};
 
 /// Annotation a person changes (any new value) to resume a stalled rollout.
 pub const RESUME_ANNOTATION: &str = "lumenore.io/resume";
@@ -42,30 +38,35 @@ pub struct RolloutContext {
     pub metrics: Arc<Metrics>,
     /// The operator's `--connector-image`.
     pub default_image: String,
-    pub reporter: Reporter,
+    /// The Events writer (the tenant controllers' one when wired by [`crate::run`]).
+    pub events: Arc<EventWriter>,
     pub clock: Clock,
     /// How often an active rollout looks at the fleet again (tenant changes do not wake it).
     pub poll: Duration,
     /// How often an idle (completed, paused, stalled, invalid) rollout refreshes its counts.
     pub idle_poll: Duration,
-    event_seq: AtomicU64,
+    /// Field manager of the status writes (one per operator install).
+    pub field_manager: String,
 }
 
 impl RolloutContext {
     pub fn new(client: Client, fleet: Arc<FleetView>, metrics: Arc<Metrics>, default_image: String) -> Self {
         RolloutContext {
-            client,
+            client: client.clone(),
             fleet,
             metrics,
             default_image,
-            reporter: Reporter {
-                controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            events: Arc::new(EventWriter::new(
+                client.clone(),
+                Reporter {
+                    controller: MANAGER.into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            )),
             clock: Arc::new(Timestamp::now),
             poll: Duration::from_secs(10),
             idle_poll: Duration::from_secs(60),
-            event_seq: AtomicU64::new(0),
+            field_manager: MANAGER.into(),
         }
     }
 }
@@ -84,6 +85,9 @@ pub fn report_of(lc: &LumenoreConnector) -> TenantReport<'_> {
     let cond = |t: &str| status.and_then(|s| s.condition(t));
     let ready = cond("Ready");
     let current = status.and_then(|s| s.observed_generation) == lc.metadata.generation;
+    // A suspended or scaled-to-zero tenant runs no pod that could become Ready: once its Deployment
+    // template has the image, it is done (it starts on that image when resumed).
+    let at_rest = lc.spec.suspend || lc.spec.replicas == Some(0);
     TenantReport {
         id: TenantId {
             namespace: lc.metadata.namespace.as_deref().unwrap_or(""),
@@ -93,7 +97,7 @@ pub fn report_of(lc: &LumenoreConnector) -> TenantReport<'_> {
         pinned: lc.spec.image.is_some(),
         deployed: cond("Accepted").is_none_or(|c| c.status != "False"),
         image: reported_image(status),
-        ready: current && ready.is_some_and(|c| c.status == "True"),
+        ready: current && (at_rest || ready.is_some_and(|c| c.status == "True")),
         reason: ready.map(|c| c.reason.as_str()).unwrap_or("NoStatus"),
         message: ready
             .map(|c| c.message.as_str())
@@ -103,6 +107,11 @@ pub fn report_of(lc: &LumenoreConnector) -> TenantReport<'_> {
 
 /// One reconcile of one rollout.
 pub async fn reconcile(obj: Arc<LumenoreFleetRollout>, ctx: Arc<RolloutContext>) -> Result<Action, Error> {
+    if !ctx.fleet.tenants_ready() {
+        // A partial fleet would show waves without members: decide nothing, write nothing.
+        tracing::debug!(rollout = %obj.name_any(), "tenant caches still filling; rollout decision deferred");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let api: Api<LumenoreFleetRollout> = Api::namespaced(ctx.client.clone(), &ns);
     // Fresh from the API (the cache may not show our last status write yet), with its siblings.
@@ -147,12 +156,24 @@ pub async fn reconcile(obj: Arc<LumenoreFleetRollout>, ctx: Arc<RolloutContext>)
             .set_phase(decision.status.phase, decision.status.fleet.updated);
     }
     if decision.status != old {
-        write_status(&api, &rollout.name_any(), &decision.status).await?;
+        let rv = rollout.resource_version().unwrap_or_default();
+        write_status(
+            &api,
+            &ctx.field_manager,
+            &rollout.name_any(),
+            &rv,
+            &decision.status,
+        )
+        .await?;
     }
     let reference = rollout.object_ref(&());
     for e in &decision.events {
         tracing::info!(rollout = %rollout.name_any(), reason = e.reason, "{}", e.note);
-        if let Err(err) = publish_event(&ctx, &reference, e).await {
+        if let Err(err) = ctx
+            .events
+            .publish(&reference, "Rollout", e.warning, e.reason, e.note.clone())
+            .await
+        {
             tracing::warn!(error = %err, "could not publish event");
         }
     }
@@ -177,60 +198,29 @@ pub fn error_policy(_obj: Arc<LumenoreFleetRollout>, err: &Error, ctx: Arc<Rollo
     Action::requeue(Duration::from_secs(5))
 }
 
+/// Write the decision, on the condition that the rollout is still the version it was decided
+/// from: `metadata.resourceVersion` in an apply patch is a precondition (409 Conflict otherwise), so
+/// a deposed leader's late write cannot move `currentWave` or `partition` backwards.
 async fn write_status(
     api: &Api<LumenoreFleetRollout>,
+    field_manager: &str,
     name: &str,
+    resource_version: &str,
     status: &LumenoreFleetRolloutStatus,
 ) -> Result<(), kube::Error> {
     let patch = serde_json::json!({
         "apiVersion": LumenoreFleetRollout::api_version(&()),
         "kind": LumenoreFleetRollout::kind(&()),
+        "metadata": {"resourceVersion": resource_version},
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
-}
-
-async fn publish_event(
-    ctx: &RolloutContext,
-    reference: &ObjectReference,
-    e: &RolloutEvent,
-) -> Result<(), kube::Error> {
-    let now = Timestamp::now();
-    let ns = reference.namespace.clone().unwrap_or_else(|| "default".into());
-    let seq = ctx.event_seq.fetch_add(1, Ordering::Relaxed);
-    let reporter = &ctx.reporter;
-    let event = K8sEvent {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}{:x}",
-                reference.name.as_deref().unwrap_or(MANAGER),
-                now.as_nanosecond(),
-                seq
-            )),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        action: Some("Rollout".into()),
-        reason: Some(e.reason.to_string()),
-        note: Some(super::truncate(e.note.clone(), 1000)),
-        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
-        regarding: Some(reference.clone()),
-        reporting_controller: Some(reporter.controller.clone()),
-        reporting_instance: Some(
-            reporter
-                .instance
-                .clone()
-                .unwrap_or_else(|| reporter.controller.clone()),
-        ),
-        ..Default::default()
-    };
-    Api::<K8sEvent>::namespaced(ctx.client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await
-        .map(|_| ())
+    api.patch_status(
+        name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The part of a rollout status tenants follow; a change of it is worth re-checking tenants.
@@ -274,19 +264,16 @@ pub fn tenants_to_update(
         .collect()
 }
 
-/// Hook for the tenant controller of one namespace: register its cache with the fleet view, and
-/// reconcile its tenants whose image the rollout changed (after the rollout cache has the change).
-pub fn wire_tenant_controller(
+/// Make the tenant controller of one namespace reconcile its tenants whose image the rollout
+/// changed (after the rollout cache has the change). `rollouts` is this controller's own
+/// subscription to the rollout cache.
+pub fn follow_rollouts(
     controller: Controller<Guarded>,
-    ctx: &Context,
+    fleet: Arc<FleetView>,
+    default_image: String,
     store: Store<Guarded>,
+    rollouts: ReflectHandle<LumenoreFleetRollout>,
 ) -> Controller<Guarded> {
-    ctx.fleet.register_tenants(store.clone());
-    let Some(rollouts) = ctx.fleet.take_subscriber() else {
-        return controller;
-    };
-    let fleet = ctx.fleet.clone();
-    let default_image = ctx.config.default_image.clone();
     let last = Mutex::new(None::<u64>);
     controller.watches_shared_stream(rollouts, move |r: Arc<LumenoreFleetRollout>| {
         let is_active = fleet.active().is_some_and(|a| a.uid() == r.uid());
@@ -300,108 +287,23 @@ pub fn wire_tenant_controller(
     })
 }
 
-/// Run the tenant controllers ([`crate::controller::run`]) and, when the LumenoreFleetRollout CRD is
-/// installed, the rollout controller for `rollout_namespace`. Tenants are reconciled only once the
-/// rollouts are known, so a starting operator never moves a tenant off its rollout image.
-pub async fn run_all(
-    ctx: Arc<Context>,
-    namespaces: Vec<String>,
-    concurrency: u16,
-    rollout_namespace: String,
-    shutdown: CancellationToken,
+/// Run the rollout controller on its subscription `own` to the rollout cache `reader` until `stop`.
+pub async fn run(
+    ctx: Arc<RolloutContext>,
+    own: ReflectHandle<LumenoreFleetRollout>,
+    reader: Store<LumenoreFleetRollout>,
+    stop: CancellationToken,
 ) {
-    let client = ctx.client.clone();
-    let api: Api<LumenoreFleetRollout> = Api::namespaced(client.clone(), &rollout_namespace);
-    // No CRD, no rollout can exist: tenants follow --connector-image. Any other failure holds the
-    // tenants until the rollouts can be read.
-    // An unreachable API server says nothing about the CRD: ask again until the server answers (or the
-    // operator stops), so a start before the API server is reachable does not hold the tenants forever.
-    let probe = loop {
-        match api.list(&ListParams::default().limit(1)).await {
-            Err(kube::Error::Api(status)) => break Some(status.code),
-            Ok(_) => break None,
-            Err(_) => {
-                tracing::warn!(namespace = %rollout_namespace, "cannot reach the API server to read fleet rollouts; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                }
+    Controller::for_shared_stream(own, reader)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            if let Err(e) = res
+                && !matches!(e, controller::Error::ReconcilerFailed(..))
+            {
+                tracing::warn!(error = %e, "rollout controller error");
             }
-        }
-    };
-    if probe == Some(404) {
-        tracing::warn!(
-            namespace = %rollout_namespace,
-            "the LumenoreFleetRollout CRD is not installed: fleet rollouts are off, tenants use --connector-image"
-        );
-        crate::controller::run(ctx, namespaces, concurrency, shutdown).await;
-        return;
-    }
-    let (reader, writer) = reflector::store_shared::<LumenoreFleetRollout>(256);
-    // One subscriber per consumer: an unread subscriber would hold the shared stream back.
-    let tenant_controllers = namespaces.len().max(1);
-    let subs: Vec<ReflectHandle<LumenoreFleetRollout>> = (0..=tenant_controllers)
-        .filter_map(|_| writer.subscribe())
-        .collect();
-    let mut subs = subs.into_iter();
-    let own = subs.next();
-    ctx.fleet.set_rollouts(reader.clone());
-    ctx.fleet.set_subscribers(subs.collect());
-    let reflect = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect_shared(writer)
-        .for_each(|_| future::ready(()));
-
-    let rctx = Arc::new(RolloutContext::new(
-        client,
-        ctx.fleet.clone(),
-        ctx.metrics.clone(),
-        ctx.config.default_image.clone(),
-    ));
-    let ready = reader.clone();
-    let stop = shutdown.clone();
-    let rollouts = async move {
-        if ready.wait_until_ready().await.is_err() {
-            return;
-        }
-        let Some(own) = own else { return };
-        Controller::for_shared_stream(own, reader)
-            .graceful_shutdown_on(stop.cancelled_owned())
-            .run(reconcile, error_policy, rctx)
-            .for_each(|res| {
-                if let Err(e) = res
-                    && !matches!(e, controller::Error::ReconcilerFailed(..))
-                {
-                    tracing::warn!(error = %e, "rollout controller error");
-                }
-                future::ready(())
-            })
-            .await;
-    };
-    let ready = ctx.fleet.clone();
-    let tenants = async move {
-        // Reconciling a tenant before the rollouts are known could move it off its rollout image.
-        let wait = ready.wait_rollouts_ready();
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                ok = &mut wait => {
-                    if ok {
-                        crate::controller::run(ctx, namespaces, concurrency, shutdown).await;
-                    }
-                    return;
-                }
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                    tracing::error!(
-                        namespace = %rollout_namespace,
-                        "LumenoreFleetRollouts cannot be listed yet (RBAC? API server?): tenants are not reconciled until they can"
-                    );
-                }
-            }
-        }
-    };
-    tokio::select! {
-        _ = reflect => {}
-        _ = future::join(rollouts, tenants) => {}
-    }
+            future::ready(())
+        })
+        .await;
 }

@@ -259,10 +259,11 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             .is_some_and(|c| c as usize >= st.waves.len() && !st.waves.is_empty());
         let previous = match (&st.image, completed) {
             (Some(img), true) => img.clone(),
-            _ => st
-                .previous_image
-                .clone()
-                .unwrap_or_else(|| inp.default_image.to_string()),
+            _ => st.previous_image.clone().unwrap_or_else(|| {
+                fleet_image(inp.fleet, &inp.spec.image)
+                    .unwrap_or(inp.default_image)
+                    .to_string()
+            }),
         };
         events.push(event(
             false,
@@ -531,6 +532,23 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     }
 }
 
+/// What the fleet runs apart from `target`: the image most unpinned, deployed tenants report (ties:
+/// the greater name, so the choice is stable). A rollout with no status of its own (new, or
+/// re-created by GitOps) starts from it rather than from the operator's `--connector-image`, which
+/// may be older than what the tenants run.
+fn fleet_image<'a>(fleet: &[TenantReport<'a>], target: &str) -> Option<&'a str> {
+    let mut counts: BTreeMap<&'a str, usize> = BTreeMap::new();
+    for r in fleet.iter().filter(|r| !r.pinned && r.deployed) {
+        if let Some(img) = r.image.filter(|i| *i != target) {
+            *counts.entry(img).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(img, n)| (*n, *img))
+        .map(|(img, _)| img)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Completed,
@@ -650,7 +668,8 @@ mod tests {
                     name: &self.names[i],
                     labels: &self.labels[i],
                 };
-                let img = plan::tenant_image(None, &id, Some((st, &plan)), OLD).image;
+                let img =
+                    plan::tenant_image(None, &id, self.images[i].as_deref(), Some((st, &plan)), OLD).image;
                 self.ready[i] = !(broken.contains(&i) && img == NEW);
                 self.images[i] = Some(img);
             }
@@ -701,6 +720,52 @@ mod tests {
             .find(|c| c.type_ == t)
             .map(|c| c.status.as_str())
             .unwrap_or("")
+    }
+
+    /// Defect: a rollout re-created mid-wave (GitOps replace, `kubectl replace --force`, a rename)
+    /// has an empty status; it took `--connector-image` as the previous image and moved every tenant
+    /// already on the target back.
+    #[test]
+    fn a_re_created_rollout_starts_from_the_fleet_and_moves_nobody_back() {
+        let spec = spec();
+        let mut w = World::new(20, 3);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        let mut t = 0;
+        // Run until some tenants are on the target, mid-rollout.
+        while w.images.iter().filter(|i| i.as_deref() == Some(NEW)).count() < 5 {
+            st = step(&spec, &st, &w, t).status;
+            w.converge(&st, &[]);
+            t += 30;
+        }
+        let on_new: Vec<usize> = (0..20).filter(|i| w.images[*i].as_deref() == Some(NEW)).collect();
+        // The object is deleted and applied again: same spec, empty status; the operator's default
+        // image is older than anything the fleet runs.
+        let mut w2 = World {
+            images: w.images.clone(),
+            ..World::new(20, 3)
+        };
+        let fresh = LumenoreFleetRolloutStatus::default();
+        let reports = w2.reports();
+        let d = decide(&Input {
+            generation: Some(1),
+            spec: &spec,
+            resume: None,
+            old: &fresh,
+            default_image: "r:0.1",
+            fleet: &reports,
+            now: at(t),
+            conflict: None,
+        });
+        assert_eq!(
+            d.status.previous_image.as_deref(),
+            Some(OLD),
+            "previous is what the fleet runs"
+        );
+        w2.converge(&d.status, &[]);
+        for i in &on_new {
+            assert_eq!(w2.images[*i].as_deref(), Some(NEW), "tenant {i} moved back");
+        }
+        assert!(w2.images.iter().all(|i| i.as_deref() != Some("r:0.1")));
     }
 
     #[test]

@@ -2,17 +2,19 @@
 //! the operator's namespace, the LumenoreConnectors of each watched namespace), never state of
 //! their own. Both are filled by watches; tests fill them from LISTs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures::FutureExt;
 use kube::ResourceExt;
+use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ReflectHandle, Store};
 use kube::runtime::watcher;
 
 use super::crd::LumenoreFleetRollout;
 use super::plan::{self, Plan, TenantId, TenantImage};
+use crate::crd::Guarded;
 use crate::crd::{LumenoreConnector, LumenoreConnectorStatus};
-use crate::reconcile::Guarded;
 
 /// The compiled plan of one rollout status, kept while the status is unchanged.
 struct CachedPlan {
@@ -26,9 +28,10 @@ struct CachedPlan {
 pub struct FleetView {
     rollouts: RwLock<Option<Store<LumenoreFleetRollout>>>,
     tenants: Mutex<Vec<Store<Guarded>>>,
+    /// How many tenant caches the running controllers fill (one per watched namespace, or one for
+    /// all). Until each is registered and has had its first LIST, the fleet seen is partial.
+    expected_tenant_caches: AtomicUsize,
     plan: Mutex<Option<CachedPlan>>,
-    /// Subscriptions to the rollout cache, one for each tenant controller still to start.
-    subscribers: Mutex<Vec<ReflectHandle<LumenoreFleetRollout>>>,
 }
 
 impl FleetView {
@@ -41,33 +44,37 @@ impl FleetView {
         *self.rollouts.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
     }
 
-    /// Subscriptions for the tenant controllers (one each).
-    pub fn set_subscribers(&self, subs: Vec<ReflectHandle<LumenoreFleetRollout>>) {
-        *self.subscribers.lock().unwrap_or_else(|e| e.into_inner()) = subs;
+    /// Rollouts are not watched (their CRD is not installed).
+    pub fn clear_rollouts(&self) {
+        *self.rollouts.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// A subscription to the rollout cache for one tenant controller.
-    pub fn take_subscriber(&self) -> Option<ReflectHandle<LumenoreFleetRollout>> {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).pop()
-    }
-
-    /// Wait until the rollout cache holds the API's rollouts (true), or its watch is gone (false).
-    pub async fn wait_rollouts_ready(&self) -> bool {
-        let store = self.rollouts.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match store {
-            Some(s) => s.wait_until_ready().await.is_ok(),
-            None => true,
-        }
-    }
-
-    /// Whether rollouts are watched at all.
-    pub fn has_rollouts(&self) -> bool {
-        self.rollouts.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    /// The tenant caches of the controllers starting now (replacing those of controllers that
+    /// stopped); the fleet is complete once each has had its first LIST.
+    pub fn set_tenant_caches(&self, stores: Vec<Store<Guarded>>) {
+        self.expected_tenant_caches.store(stores.len(), Ordering::Relaxed);
+        *self.tenants.lock().unwrap_or_else(|e| e.into_inner()) = stores;
     }
 
     /// Add the LumenoreConnector cache of one watched namespace (or of all).
     pub fn register_tenants(&self, store: Store<Guarded>) {
         self.tenants.lock().unwrap_or_else(|e| e.into_inner()).push(store);
+    }
+
+    /// The number of tenant caches [`tenants_ready`](Self::tenants_ready) waits for.
+    pub fn expect_tenant_caches(&self, n: usize) {
+        self.expected_tenant_caches.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether every tenant cache is registered and filled by its first LIST. A decision made on a
+    /// partial fleet (an operator restarting, or a new leader, while its caches fill one namespace
+    /// at a time) would see waves without members and finish them.
+    pub fn tenants_ready(&self) -> bool {
+        let stores = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stores.len() >= self.expected_tenant_caches.load(Ordering::Relaxed)
+            && stores
+                .iter()
+                .all(|s| s.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()))
     }
 
     /// Every cached LumenoreConnector.
@@ -126,6 +133,7 @@ impl FleetView {
         plan::tenant_image(
             lc.spec.image.as_deref(),
             &id,
+            reported_image(lc.status.as_ref()),
             status.zip(plan.as_deref()),
             default_image,
         )

@@ -118,12 +118,43 @@ pub fn version_of(image: &str) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// Whether `candidate` is a newer release of the same repository than `than`: both tags read as
+/// semantic versions (a leading `v` allowed) and `candidate`'s is greater. Digests, other tags and
+/// other repositories are not comparable: `false`.
+pub fn is_newer(candidate: &str, than: &str) -> bool {
+    let semver_of = |r: &ImageRef| {
+        let tag = r.tag.as_deref()?;
+        semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+    };
+    match (parse(candidate), parse(than)) {
+        (Ok(c), Ok(t)) if c.name == t.name => {
+            matches!((semver_of(&c), semver_of(&t)), (Some(a), Some(b)) if a > b)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Expected name, tag and digest.
     type Expected = (&'static str, Option<&'static str>, Option<String>);
+
+    #[test]
+    fn newer_compares_semantic_versions_of_one_repository() {
+        let r = "ghcr.io/lumenore/lumenore-connector";
+        assert!(is_newer(&format!("{r}:0.2.0"), &format!("{r}:0.1.0")));
+        assert!(is_newer(&format!("{r}:v1.10.0"), &format!("{r}:v1.9.3")));
+        assert!(!is_newer(&format!("{r}:0.1.0"), &format!("{r}:0.2.0")));
+        assert!(!is_newer(&format!("{r}:0.2.0"), &format!("{r}:0.2.0")));
+        assert!(!is_newer(&format!("{r}:0.2.0-rc.1"), &format!("{r}:0.2.0")));
+        assert!(!is_newer(
+            "registry.example.com/other:9.0.0",
+            &format!("{r}:0.1.0")
+        ));
+        assert!(!is_newer(&format!("{r}:latest"), &format!("{r}:0.1.0")));
+    }
 
     const F64: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
 

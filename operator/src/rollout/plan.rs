@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use kube::core::{Selector, SelectorExt};
 use sha2::{Digest, Sha256};
 
-use super::crd::{LumenoreFleetRolloutStatus, Wave, WaveStatus};
+use super::crd::{LumenoreFleetRolloutStatus, Phase, Wave, WaveStatus};
 use super::image;
 
 /// Partition value that admits every tenant of a wave (one more than the largest order key).
@@ -237,15 +237,27 @@ pub struct TenantImage {
 /// The image for a tenant: its own `spec.image` pins it; without an accepted rollout plan it is the
 /// operator's default; otherwise the target when its wave is admitted, else the previous image.
 /// Only the rollout's *status* is read: an edit the operator did not accept changes nothing.
+///
+/// `current` is the image the tenant's Deployment runs now. The operator never moves a tenant back
+/// on its own: a tenant already on the target keeps it while its wave waits (a rollout re-created by
+/// GitOps starts with an empty status), and without a rollout a tenant on a newer release of the
+/// default image's repository keeps it (a rollout deleted and re-applied leaves a moment with none).
+/// Only a rollback (`phase: RolledBack`) moves tenants to an older image.
 pub fn tenant_image(
     own_image: Option<&str>,
     tenant: &TenantId<'_>,
+    current: Option<&str>,
     rollout: Option<(&LumenoreFleetRolloutStatus, &Plan)>,
     default_image: &str,
 ) -> TenantImage {
     let wave_of = |st: &LumenoreFleetRolloutStatus, plan: &Plan| {
         plan.wave_of(tenant)
             .and_then(|w| st.waves.get(w).map(|ws| (w, ws.name.clone())))
+    };
+    let unpinned = |image: &str, wave: Option<String>| TenantImage {
+        image: image.to_string(),
+        wave,
+        pinned: false,
     };
     if let Some(img) = own_image {
         return TenantImage {
@@ -254,19 +266,15 @@ pub fn tenant_image(
             pinned: true,
         };
     }
+    let no_plan = || match current {
+        Some(c) if image::is_newer(c, default_image) => unpinned(c, None),
+        _ => unpinned(default_image, None),
+    };
     let Some((st, plan)) = rollout else {
-        return TenantImage {
-            image: default_image.to_string(),
-            wave: None,
-            pinned: false,
-        };
+        return no_plan();
     };
     let (Some(target), Some(previous)) = (&st.image, &st.previous_image) else {
-        return TenantImage {
-            image: default_image.to_string(),
-            wave: None,
-            pinned: false,
-        };
+        return no_plan();
     };
     let wave = wave_of(st, plan);
     let skipped = st.skip_tenants.iter().any(|s| *s == tenant.key());
@@ -278,11 +286,13 @@ pub fn tenant_image(
                     && u128::from(order_key(tenant.namespace, tenant.name))
                         < parse_partition(st.partition.as_deref()))
         });
-    TenantImage {
-        image: if admitted { target } else { previous }.clone(),
-        wave: wave.map(|(_, n)| n),
-        pinned: false,
-    }
+    let rolled_back = st.phase == Some(Phase::RolledBack);
+    let image = match current {
+        _ if admitted => target,
+        Some(c) if !rolled_back && !skipped && (c == target || image::is_newer(c, previous)) => c,
+        _ => previous,
+    };
+    unpinned(image, wave.map(|(_, n)| n))
 }
 
 #[cfg(test)]
@@ -510,7 +520,7 @@ mod tests {
         let st = status(0, key_a + 1);
         let plan = Plan::from_status(&st.waves);
         let img = |own: Option<&str>, id: &TenantId<'_>, st: &LumenoreFleetRolloutStatus| {
-            tenant_image(own, id, Some((st, &plan)), "r:default")
+            tenant_image(own, id, None, Some((st, &plan)), "r:default")
         };
         assert_eq!(img(None, &t("a", &canary), &st).image, "r:new");
         assert_eq!(img(None, &t("a", &canary), &st).wave.as_deref(), Some("canary"));
@@ -530,12 +540,48 @@ mod tests {
         // No accepted plan: the operator default.
         let none = LumenoreFleetRolloutStatus::default();
         assert_eq!(
-            tenant_image(None, &t("a", &plain), Some((&none, &plan)), "r:default").image,
+            tenant_image(None, &t("a", &plain), None, Some((&none, &plan)), "r:default").image,
             "r:default"
         );
         assert_eq!(
-            tenant_image(None, &t("a", &plain), None, "r:default").image,
+            tenant_image(None, &t("a", &plain), None, None, "r:default").image,
             "r:default"
+        );
+    }
+
+    /// Defect: a rollout re-created by GitOps (empty status) or deleted and re-applied moved every
+    /// tenant already on the newer image back at once.
+    #[test]
+    fn a_tenant_is_never_moved_back_outside_a_rollback() {
+        let plain = BTreeMap::new();
+        let a = TenantId {
+            namespace: "ns",
+            name: "a",
+            labels: &plain,
+        };
+        let (old, new) = ("r/c:0.1.0", "r/c:0.2.0");
+        let mut st = status(0, 0);
+        st.image = Some(new.into());
+        st.previous_image = Some(old.into());
+        let plan = Plan::from_status(&st.waves);
+        let img = |current: Option<&str>, st: &LumenoreFleetRolloutStatus| {
+            tenant_image(None, &a, current, Some((st, &plan)), old).image
+        };
+        // Not admitted yet, already on the target: keeps it.
+        assert_eq!(img(Some(new), &st), new);
+        // Not admitted, on the previous image: stays there.
+        assert_eq!(img(Some(old), &st), old);
+        assert_eq!(img(None, &st), old);
+        // A rollback is the one way back.
+        st.phase = Some(Phase::RolledBack);
+        assert_eq!(img(Some(new), &st), old);
+        // No rollout at all (deleted, not yet re-applied): a newer release of the default's
+        // repository stays; an older one or another repository follows the default.
+        assert_eq!(tenant_image(None, &a, Some(new), None, old).image, new);
+        assert_eq!(tenant_image(None, &a, Some("r/c:0.0.1"), None, old).image, old);
+        assert_eq!(
+            tenant_image(None, &a, Some("r/other:9.0.0"), None, old).image,
+            old
         );
     }
 

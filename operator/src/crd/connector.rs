@@ -97,7 +97,12 @@ pub const REPLICAS_HANDOVER_MANAGER: &str = "lumenore-operator-replicas-handover
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 // The name becomes the Service's name (a DNS-1035 label) and a label value (at most 63 characters).
-#[kube(validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the connector's Service)"))]
+// Judged on creation only (`optionalOldSelf`: `oldSelf` is `optional.none()` on create, set on every
+// update; the name cannot change). A root rule runs on every write, `/status` included, over the
+// whole object, and ratcheting never skips it (the root is never unchanged), so an unconditional
+// rule would refuse every status write of an object stored before the rule existed (`acme.eu`);
+// such an object is reported as InvalidSpec by `crate::validate` instead.
+#[kube(validation = Rule::new("oldSelf.hasValue() || (self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))").optional_old_self(true).message("metadata.name must be a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (it names the connector's Service)"))]
 #[x_kube(validation = Rule::new("self.backend != 'lumenore' || has(self.credentials)").message("credentials are required when backend is lumenore").field_path(".credentials"))]
 #[serde(rename_all = "camelCase")]
 pub struct LumenoreConnectorSpec {
@@ -541,7 +546,7 @@ pub struct LumenoreConnectorStatus {
     pub endpoint: Option<String>,
     /// The connector image the Deployment runs, its version and the fleet-rollout wave of this tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connector: Option<crate::rollout::crd::ConnectorImageStatus>,
+    pub connector: Option<super::rollout::ConnectorImageStatus>,
 }
 
 impl LumenoreConnectorStatus {

@@ -1,0 +1,14 @@
+//! The custom resources, as Rust types (the CRD YAML in `crds/` is generated from them):
+//! - [`connector`]: `LumenoreConnector`, one tenant's connector;
+//! - [`rollout`]: `LumenoreFleetRollout`, a staged upgrade of the fleet's connector image.
+
+pub mod connector;
+pub mod rollout;
+
+pub use connector::*;
+
+use kube::core::DeserializeGuard;
+
+/// The object the tenant controller watches: a LumenoreConnector that may fail to deserialize (a
+/// malformed object is reported in its status instead of stopping the watch).
+pub type Guarded = DeserializeGuard<LumenoreConnector>;
