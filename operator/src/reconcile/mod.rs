@@ -1,31 +1,34 @@
-//! The reconciler: read inputs → validate → build children → apply → status.
+//! The reconciler, one pipeline: validate (pure) → read inputs → build children (pure) → apply
+//! ([`apply`]) → status ([`update_status`], the one status writer).
+
+mod apply;
+mod update_status;
+
+use apply::{ChildError, apply_children};
+pub use apply::{apply, apply_patch, conflicting_managers, owns_replicas, prune};
+use update_status::{now, put_status, write_status};
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 
 use crate::builders::{self, BuildInputs};
-use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER, REPLICAS_HANDOVER_MANAGER};
+use crate::crd::{LumenoreConnector, LumenoreConnectorStatus, MANAGER};
 use crate::events::{EventWriter, truncate};
 use crate::inputs;
 use crate::metrics::Metrics;
 use crate::observe::{self, Stage};
-use crate::status::{self, ApplyFailure, DeploymentObservation, Outcome};
+use crate::status::{self, DeploymentObservation, Outcome};
 use crate::validate::{self, ClusterIdentity, Rejection};
 
 pub use crate::crd::Guarded;
@@ -212,37 +215,6 @@ impl Error {
     }
 }
 
-/// A child write that failed, with the child's kind.
-struct ChildError {
-    kind: &'static str,
-    source: kube::Error,
-}
-
-trait ChildContext<T> {
-    fn child(self, kind: &'static str) -> Result<T, ChildError>;
-}
-
-impl<T> ChildContext<T> for Result<T, kube::Error> {
-    fn child(self, kind: &'static str) -> Result<T, ChildError> {
-        self.map_err(|source| ChildError { kind, source })
-    }
-}
-
-impl ChildError {
-    /// The failure as the status reports it: the API's own message (names and rules, no user data).
-    fn failure(&self) -> ApplyFailure {
-        let (code, message) = match &self.source {
-            kube::Error::Api(s) => (Some(s.code), s.message.clone()),
-            other => (None, other.to_string()),
-        };
-        ApplyFailure {
-            kind: self.kind,
-            code,
-            message: truncate(message, 700),
-        }
-    }
-}
-
 fn key_of(meta: &kube::api::ObjectMeta) -> String {
     format!(
         "{}/{}",
@@ -419,101 +391,6 @@ fn secret_wait(ctx: &Context, key: &str, lc: &LumenoreConnector, reason: &str) -
     }
 }
 
-/// Apply every child, prune the ones no longer asked for, and return the applied Deployment.
-async fn apply_children(
-    ctx: &Context,
-    lc: &LumenoreConnector,
-    ns: &str,
-    children: &builders::Children,
-) -> Result<Deployment, ChildError> {
-    let client = &ctx.client;
-    let uid = lc.metadata.uid.clone().unwrap_or_default();
-    let name = builders::child_name(lc);
-    let manager = ctx.config.field_manager.as_str();
-    apply(client, manager, ns, &children.service_account)
-        .await
-        .child("ServiceAccount")?;
-    apply(client, manager, ns, &children.service)
-        .await
-        .child("Service")?;
-    match &children.network_policy {
-        Some(np) => apply(client, manager, ns, np).await.map(drop),
-        None => prune::<NetworkPolicy>(client, ns, &name, &uid).await.map(drop),
-    }
-    .child("NetworkPolicy")?;
-    match &children.pod_disruption_budget {
-        Some(pdb) => apply(client, manager, ns, pdb).await.map(drop),
-        None => prune::<PodDisruptionBudget>(client, ns, &name, &uid)
-            .await
-            .map(drop),
-    }
-    .child("PodDisruptionBudget")?;
-    let key = key_of(&lc.metadata);
-    if children.deployment.spec.replicas.is_none() {
-        hand_over_replicas(ctx, &key, ns, &name)
-            .await
-            .child("Deployment")?;
-    }
-    let deployment = apply(client, manager, ns, &children.deployment)
-        .await
-        .child("Deployment")?;
-    lock(&ctx.replicas_owned).insert(key, owns_replicas(&deployment, manager));
-    Ok(deployment)
-}
-
-/// Does `manager`'s server-side apply own `spec.replicas` of `d`?
-pub fn owns_replicas(d: &Deployment, manager: &str) -> bool {
-    d.metadata.managed_fields.iter().flatten().any(|e| {
-        e.manager.as_deref() == Some(manager)
-            && e.operation.as_deref() == Some("Apply")
-            && e.subresource.as_deref().unwrap_or("").is_empty()
-            && e.fields_v1
-                .as_ref()
-                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:replicas")).is_some())
-    })
-}
-
-/// `spec.replicas` is no longer applied (left to an HPA): before the operator's apply drops the
-/// field, which would make the API server reset it to 1, a second field manager applies the live
-/// count, so the field stays when the operator lets go of it (the hand-over the server-side apply
-/// documentation describes). The HPA's next scale takes it over from there.
-async fn hand_over_replicas(ctx: &Context, key: &str, ns: &str, name: &str) -> Result<(), kube::Error> {
-    if lock(&ctx.replicas_owned).get(key) == Some(&false) {
-        return Ok(());
-    }
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(live) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    if !owns_replicas(&live, &ctx.config.field_manager) {
-        return Ok(());
-    }
-    let Some(replicas) = live.spec.replicas else {
-        return Ok(());
-    };
-    // A suspended tenant was applied at 0. An HPA never scales a target at 0 replicas
-    // (kubernetes/kubernetes pkg/controller/podautoscaler/horizontal.go: "scaling is disabled since
-    // the replica count of the target is zero", condition ScalingActive=False, ScalingDisabled), so
-    // handing over 0 on resume would leave it at 0 for ever: hand over 1, as the API server defaults
-    // a Deployment without replicas, and the HPA takes it from there.
-    let replicas = replicas.max(1);
-    let patch = serde_json::json!({
-        "apiVersion": <Deployment as k8s_openapi::Resource>::API_VERSION,
-        "kind": <Deployment as k8s_openapi::Resource>::KIND,
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"replicas": replicas},
-    });
-    // Forced: after a suspend the operator owns the 0 this raises to 1; only `spec.replicas` moves.
-    api.patch(
-        name,
-        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    tracing::info!(object = %key, replicas, "spec.replicas handed over: the operator no longer sets it");
-    Ok(())
-}
-
 /// A child write failed: say so in the status (`Ready=False`, reason `ApplyFailed`, the API's
 /// message) and an Event, then fail the reconcile so it is retried with backoff.
 async fn report_apply_failure(
@@ -546,261 +423,6 @@ async fn report_apply_failure(
         kind: failed.kind,
         source: failed.source,
     })
-}
-
-/// Server-side apply `obj` as `manager`. Fields another writer changed (`kubectl edit`, a
-/// mutating webhook) are taken back; fields another install of this operator owns are not: its
-/// conflict is returned (see [`apply_patch`]).
-pub async fn apply<K>(client: &Client, manager: &str, ns: &str, obj: &K) -> Result<K, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let name = obj.meta().name.clone().unwrap_or_default();
-    apply_patch(&api, manager, &name, obj, false).await
-}
-
-/// The field managers a server-side apply conflict names, read from the API server's message:
-/// `conflict with "<manager>"` for one conflict, `conflicts with "<manager>":` per manager for
-/// several (k8s.io/apiserver `pkg/endpoints/handlers/fieldmanager/internal/conflict.go`,
-/// `getConflictMessage` and `printManager`).
-pub fn conflicting_managers(message: &str) -> Vec<&str> {
-    static CONFLICT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#"conflicts? with "([^"]+)""#).expect("valid pattern")
-    });
-    CONFLICT
-        .captures_iter(message)
-        .filter_map(|c| c.get(1).map(|m| m.as_str()))
-        .collect()
-}
-
-/// Is `other` the field manager of another install of this operator? (The replicas hand-over
-/// manager is every install's own helper, never a rival.)
-fn other_install(other: &str, manager: &str) -> bool {
-    other != manager && other != REPLICAS_HANDOVER_MANAGER && other.starts_with(MANAGER)
-}
-
-/// Apply `patch` (to the `status` subresource when `status`) as `manager`: first without force,
-/// then, when the only conflicts are with writers other than this operator, forced. A conflict
-/// with another install's field manager is returned as a 409 naming it: two installs whose
-/// scopes overlap must not take each other's objects over in turn.
-pub async fn apply_patch<K, P>(
-    api: &Api<K>,
-    manager: &str,
-    name: &str,
-    patch: &P,
-    status: bool,
-) -> Result<K, kube::Error>
-where
-    K: Resource + DeserializeOwned + Clone + Debug,
-    P: Serialize + Debug,
-{
-    let send = |force: bool| {
-        let mut params = PatchParams::apply(manager);
-        if force {
-            params = params.force();
-        }
-        async move {
-            if status {
-                api.patch_status(name, &params, &Patch::Apply(patch)).await
-            } else {
-                api.patch(name, &params, &Patch::Apply(patch)).await
-            }
-        }
-    };
-    match send(false).await {
-        Err(kube::Error::Api(mut s)) if s.code == 409 => {
-            let named = conflicting_managers(&s.message);
-            if named.is_empty() {
-                // Not a field ownership conflict: retried with backoff like any other.
-                return Err(kube::Error::Api(s));
-            }
-            let others: Vec<String> = named
-                .into_iter()
-                .filter(|m| other_install(m, manager))
-                .map(str::to_string)
-                .collect();
-            if others.is_empty() {
-                return send(true).await;
-            }
-            s.message = format!(
-                "another lumenore-operator install (field manager {:?}) manages this object; two installs must not watch the same namespace (give each its own --watch-namespaces): {}",
-                others.join(", "),
-                s.message
-            );
-            Err(kube::Error::Api(s))
-        }
-        other => other,
-    }
-}
-
-/// Delete child `name` if it exists and is controlled by the CR with `owner_uid`. Returns whether it
-/// was deleted. Objects controlled by someone else are never touched: the delete carries the UID
-/// read as a precondition, so an object re-created under the same name meanwhile is not deleted.
-pub async fn prune<K>(client: &Client, ns: &str, name: &str, owner_uid: &str) -> Result<bool, kube::Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + DeserializeOwned + Clone + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let Some(existing) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    let ours = existing
-        .owner_references()
-        .iter()
-        .any(|r| r.uid == owner_uid && r.controller == Some(true));
-    if !ours {
-        return Ok(false);
-    }
-    let params = DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: existing.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::background()
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
-        // Gone, or replaced by another object (precondition failed): nothing of ours to delete.
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Now, at the one-second precision a `Time` has on the wire (so what we remember equals what we read back).
-fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
-
-fn outcome_status(
-    old_conditions: &[Condition],
-    outcome: &Outcome,
-    generation: Option<i64>,
-    endpoint: Option<String>,
-    deployment: Option<&DeploymentObservation>,
-    selector: String,
-) -> LumenoreConnectorStatus {
-    let conditions = status::stamp(
-        old_conditions,
-        status::conditions_for(outcome),
-        generation,
-        &now(),
-    );
-    LumenoreConnectorStatus {
-        observed_generation: generation,
-        conditions,
-        replicas: deployment.map(|d| d.replicas),
-        ready_replicas: deployment.map(|d| d.ready),
-        selector: Some(selector),
-        endpoint,
-        connector: None,
-    }
-}
-
-/// Write the status (server-side apply on the status subresource) when it changed, and publish one
-/// Event per condition transition.
-async fn write_status(
-    lc: &LumenoreConnector,
-    ctx: &Context,
-    outcome: Outcome,
-    deployment: Option<&DeploymentObservation>,
-) -> Result<(), Error> {
-    let endpoint = match &outcome {
-        Outcome::Deployed { endpoint, .. } => Some(endpoint.clone()),
-        _ => None,
-    };
-    let deployment = deployment.or(match &outcome {
-        Outcome::SecretProblem { deployment, .. } | Outcome::ApplyFailed { deployment, .. } => {
-            deployment.as_ref()
-        }
-        _ => None,
-    });
-    let key = key_of(&lc.metadata);
-    let old_conditions = ctx.previous_conditions(
-        &key,
-        lc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]),
-    );
-    let mut new = outcome_status(
-        &old_conditions,
-        &outcome,
-        lc.metadata.generation,
-        endpoint,
-        deployment,
-        builders::selector_string(lc),
-    );
-    new.connector = crate::rollout::fleet::connector_status(
-        &ctx.fleet.tenant_image(lc, &ctx.config.default_image),
-        deployment.and_then(|d| d.image.as_deref()),
-    );
-    let changed = lc.status.as_ref() != Some(&new);
-    if changed {
-        let api: Api<LumenoreConnector> = Api::namespaced(
-            ctx.client.clone(),
-            lc.metadata.namespace.as_deref().unwrap_or("default"),
-        );
-        let patch = serde_json::json!({
-            "apiVersion": LumenoreConnector::api_version(&()),
-            "kind": LumenoreConnector::kind(&()),
-            "status": new,
-        });
-        match apply_patch(&api, &ctx.config.field_manager, &lc.name_any(), &patch, true).await {
-            Ok(_) => {}
-            // Deleted meanwhile: nothing to report on.
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                ctx.forget(&key);
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    ctx.metrics.set_conditions(
-        &key,
-        Some(
-            new.conditions
-                .iter()
-                .map(|c| (c.type_.clone(), c.status.clone()))
-                .collect(),
-        ),
-    );
-    ctx.metrics
-        .stages
-        .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
-    ctx.remember_conditions(&key, Some(new.conditions.clone()));
-    publish_transitions(ctx, &lc.object_ref(&()), &old_conditions, &new.conditions).await;
-    Ok(())
-}
-
-async fn publish_transitions(
-    ctx: &Context,
-    reference: &ObjectReference,
-    old: &[Condition],
-    new: &[Condition],
-) {
-    // Reconciling and Stalled repeat what Ready says: one Event per change is enough.
-    for c in status::transitions(old, new)
-        .into_iter()
-        .filter(|c| c.type_ != status::RECONCILING && c.type_ != status::STALLED)
-    {
-        let warning = c.status == "False"
-            && !matches!(
-                c.reason.as_str(),
-                "Suspended" | "RolloutInProgress" | "NotDeployed" | "ScaledToZero"
-            );
-        let note = format!("{}={}: {}", c.type_, c.status, c.message);
-        if let Err(e) = ctx
-            .events
-            .publish(reference, "Reconcile", warning, &c.reason, note)
-            .await
-        {
-            // An Event is best effort; the status carries the same information.
-            tracing::warn!(error = %e, "could not publish event");
-        }
-    }
 }
 
 /// A CR that does not deserialize: report it in its status (Accepted=False, reason InvalidObject) and
@@ -841,26 +463,6 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
         conditions,
         ..Default::default()
     };
-    if old != new {
-        let patch = serde_json::json!({
-            "apiVersion": ar.api_version,
-            "kind": ar.kind,
-            "status": new,
-        });
-        apply_patch(&api, &ctx.config.field_manager, &name, &patch, true).await?;
-    }
-    ctx.metrics.set_conditions(
-        &key,
-        Some(
-            new.conditions
-                .iter()
-                .map(|c| (c.type_.clone(), c.status.clone()))
-                .collect(),
-        ),
-    );
-    ctx.metrics
-        .stages
-        .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
     let reference = ObjectReference {
         api_version: Some(ar.api_version.clone()),
         kind: Some(ar.kind.clone()),
@@ -870,6 +472,6 @@ async fn report_invalid(inv: &InvalidObject, ctx: &Context) -> Result<Action, Er
         resource_version: inv.metadata.resource_version.clone(),
         ..Default::default()
     };
-    publish_transitions(ctx, &reference, &old.conditions, &new.conditions).await;
+    put_status(ctx, &reference, Some(&old), &old.conditions, &new).await?;
     Ok(Action::await_change())
 }
