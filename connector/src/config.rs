@@ -151,12 +151,25 @@ pub struct Config {
     #[arg(long, env = "LUMENORE_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "75s")]
     pub idle_timeout: Duration,
 
-    /// HTTP connections open at once; one more is answered 503 and closed.
+    /// Time an answer may wait for the client to accept any of its bytes (an HTTP/2 flow-control window
+    /// kept at zero, or a socket the client does not read); then the connection is closed (HTTP/2 with
+    /// GOAWAY). Also the time an HTTP/2 client has to answer a keep-alive PING.
+    #[arg(long, env = "LUMENORE_SEND_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    pub send_timeout: Duration,
+
+    /// Interval of HTTP/2 keep-alive PINGs on each connection (0s: none).
+    #[arg(long, env = "LUMENORE_HTTP2_KEEP_ALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub http2_keep_alive_interval: Duration,
+
+    /// HTTP connections open at once. Near the cap the connection idle longest is closed to make room;
+    /// over it a new one is answered 503 and closed. Kept below the open-files limit (raised to its hard
+    /// limit at start): a larger value is lowered, with a warning.
     #[arg(long, env = "LUMENORE_MAX_CONNECTIONS", default_value_t = 2048)]
     pub max_connections: usize,
 
-    /// MCP request bodies being received at once (after authentication); one more is answered 503 with
-    /// Retry-After. With the body limit this bounds the memory bodies can hold.
+    /// MCP requests with a body being received or served at once (after authentication); one more is
+    /// answered 503 with Retry-After. Each holds its body and parsed message until its call is done, so
+    /// with the body limit this bounds the memory requests can hold.
     #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BODY_READS", default_value_t = 64)]
     pub max_concurrent_body_reads: usize,
     // --- end of the HTTP server block ---
@@ -390,6 +403,7 @@ impl Config {
                 self.body_read_timeout,
             ),
             ("--idle-timeout (LUMENORE_IDLE_TIMEOUT)", self.idle_timeout),
+            ("--send-timeout (LUMENORE_SEND_TIMEOUT)", self.send_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{option} must be positive"));
@@ -415,6 +429,8 @@ impl Config {
             header_read_timeout: self.header_read_timeout,
             body_read_timeout: self.body_read_timeout,
             idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
+            http2_keep_alive_interval: self.http2_keep_alive_interval,
             max_connections: self.max_connections,
             max_concurrent_body_reads: self.max_concurrent_body_reads,
             max_request_bytes: self.max_request_bytes,

@@ -52,6 +52,8 @@ fn main() -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
+    let mut config = config;
+    fit_connections_to_open_files(&mut config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -75,6 +77,48 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// File descriptors kept for everything but client connections: backend connections (one per call in
+/// flight, plus the idle pool), the listener, logs, the catalog and the runtime's own.
+fn reserved_descriptors(config: &Config) -> u64 {
+    let calls = config
+        .max_concurrent_backend_calls
+        .map_or(256, |calls| u64::from(calls.get()));
+    64 + calls + config.backend_pool_max_idle as u64
+}
+
+/// Raises the soft open-files limit to the hard one, and keeps `--max-connections` below it (less the
+/// descriptors reserved for the rest), so the cap answers before `accept` runs out of descriptors.
+fn fit_connections_to_open_files(config: &mut Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    let reserved = reserved_descriptors(config);
+    let fits = limit.saturating_sub(reserved).max(1);
+    let wanted = config.max_connections as u64;
+    if wanted > fits {
+        config.max_connections = fits as usize;
+        tracing::warn!(
+            open_files_limit = limit,
+            reserved,
+            requested = wanted,
+            max_connections = config.max_connections,
+            "--max-connections (LUMENORE_MAX_CONNECTIONS) lowered to fit the open-files limit (raise `ulimit -n` \
+             to keep it)"
+        );
+    } else {
+        tracing::info!(
+            open_files_limit = limit,
+            reserved,
+            max_connections = config.max_connections,
+            "open-files limit raised to its hard limit; the connection cap fits below it"
+        );
     }
 }
 

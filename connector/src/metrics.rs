@@ -162,13 +162,13 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_connections_closed",
-            "HTTP connections closed or refused by the server, by reason (silent, header, idle: a timeout ran out; over_cap: refused with 503 at the connection cap)",
+            "HTTP connections closed or refused by the server, by reason (silent, header, idle: a timeout ran out; send_stalled: an answer waited longer than the send timeout for the client to take it; evicted: idle longest when the cap was near; over_cap: refused with 503 at the connection cap)",
             connections_closed.clone(),
         );
         let requests_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_requests_refused",
-            "MCP requests refused by the body guard, by reason (content_type, too_large, busy, body_timeout, body_error, invalid_json_rpc)",
+            "MCP requests refused by the body guard, by reason (content_type, too_large, busy: every body permit is held by a request being read or served, body_timeout, body_error, invalid_json_rpc)",
             requests_refused.clone(),
         );
         Self {

@@ -7,12 +7,14 @@
 //!   streamed answers, injectable 5xx faults and connection resets, stop/start on the same port, and
 //!   counters of requests and cancellations.
 //! - [`mcp`]: raw JSON-RPC over HTTP, as any stateless MCP client would send it.
+//! - [`raw`]: raw-socket helpers and the kernel's figures of a process, for the hostile-client tests.
 //! - [`tools`]: finds the third-party tools installed by `.ci/install-tools.sh` and decides whether a
 //!   missing one skips a test (locally) or fails it (`CI` set).
 
 pub mod connector;
 pub mod fake_backend;
 pub mod mcp;
+pub mod raw;
 pub mod tools;
 
 use std::time::Duration;

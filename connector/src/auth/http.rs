@@ -142,6 +142,8 @@ pub struct Gate {
     resource_metadata_url: Option<String>,
     /// The protected-resource metadata document (OAuth mode).
     resource_metadata: Option<serde_json::Value>,
+    /// Requests refused for want of a valid credential: a sampled log line, not one each.
+    unauthenticated_log: crate::http::refusals::Sampled,
 }
 
 impl Gate {
@@ -193,6 +195,7 @@ impl Gate {
             metrics,
             resource_metadata_url,
             resource_metadata,
+            unauthenticated_log: Default::default(),
         });
         if limits.caller_per_minute.is_some() {
             let sweeper = gate.clone();
@@ -332,7 +335,6 @@ fn audit_refusal(
 /// First step, on the headers only: authenticates the caller (401, or 503 when the token issuer cannot be
 /// reached), removes its credential from the request and leaves the [`Caller`] in the extensions.
 pub async fn authenticate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
     let caller = match gate.authenticate(request.headers()).await {
         Ok(caller) => caller,
         Err(failure) => {
@@ -343,14 +345,11 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut request: Request, n
                 })
                 .inc();
             let response = gate.unauthenticated(failure);
-            audit_refusal(
-                &request,
-                RpcPeek::of_headers(request.headers()),
-                None,
-                "unauthenticated",
+            // Counted (the metric above) and logged as a sampled line: a flood of them floods no log.
+            crate::http::refusals::unauthenticated(
+                &gate.unauthenticated_log,
                 failure.reason(),
-                response.status(),
-                started,
+                response.status().as_u16(),
             );
             return response;
         }

@@ -1,6 +1,9 @@
 //! The body guard of `/mcp`, after the caller was authenticated from the headers: refuses a declared length
-//! over the limit before reading anything, reads at most `max_bytes` within `read_timeout` while holding one
-//! of a fixed number of read permits, and parses the body once, strictly ([`jsonrpc::parse_message`]).
+//! over the limit before reading anything, reads at most `max_bytes` within `read_timeout` into one buffer
+//! (sized from the declared length, or grown as bytes arrive: chunks are copied, not kept) while holding one
+//! of a fixed number of permits, and checks the body strictly ([`jsonrpc::parse_message`], which builds
+//! only the envelope; the MCP SDK builds the message). The permit is held until the call's answer was
+//! sent, so the bodies, parsed messages and answers held at once are bounded by the number of permits.
 //!
 //! Answers: 413 (declared or actual length over the limit), 408 (body not received in time), 415 (not
 //! `application/json`), 503 with `Retry-After` (too many bodies being read at once), 400 with a JSON-RPC
@@ -15,7 +18,8 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
@@ -27,7 +31,7 @@ use crate::metrics::{Metrics, ReasonLabels};
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub read_timeout: Duration,
-    /// One permit per body being read.
+    /// One permit per request whose body is being read or whose call is being served.
     pub readers: Arc<Semaphore>,
     pub metrics: Metrics,
 }
@@ -66,9 +70,9 @@ fn is_json(request: &Request) -> bool {
         })
 }
 
-fn declared_length(request: &Request) -> Option<u64> {
+fn declared_length(request: &http::request::Parts) -> Option<u64> {
     request
-        .headers()
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse().ok())
@@ -96,7 +100,9 @@ pub async fn guard(State(limits): State<BodyLimits>, request: Request, next: Nex
             &format!("request body is larger than {} bytes", limits.max_bytes),
         )
     };
-    if declared_length(&request).is_some_and(|length| length > limits.max_bytes as u64) {
+    let (parts, body) = request.into_parts();
+    let declared = declared_length(&parts);
+    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
         return limits.refuse("too_large", too_large());
     }
     let Ok(permit) = limits.readers.clone().try_acquire_owned() else {
@@ -105,25 +111,18 @@ pub async fn guard(State(limits): State<BodyLimits>, request: Request, next: Nex
             jsonrpc::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 -32000,
-                "too many request bodies are being received: retry shortly",
+                "too many requests are being received or served: retry shortly",
                 1,
             ),
         );
     };
-    let (parts, body) = request.into_parts();
-    let read = tokio::time::timeout(
-        limits.read_timeout,
-        Limited::new(body, limits.max_bytes).collect(),
-    )
-    .await;
-    drop(permit);
+    let expected = declared.map_or(0, |length| length as usize);
+    let read = tokio::time::timeout(limits.read_timeout, gather(body, expected, limits.max_bytes)).await;
     let bytes = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return limits.refuse("too_large", too_large());
-        }
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(Gathered::TooLarge)) => return limits.refuse("too_large", too_large()),
         // The client closed or broke the connection mid-body: nobody reads this answer.
-        Ok(Err(_)) => {
+        Ok(Err(Gathered::Broken)) => {
             return limits.refuse(
                 "body_error",
                 jsonrpc::error_response(
@@ -163,5 +162,30 @@ pub async fn guard(State(limits): State<BodyLimits>, request: Request, next: Nex
             "Invalid Request: the message is not a valid MCP request",
         );
     }
-    response
+    // The permit is held until the answer was sent (or dropped): an answer waiting for a client that does
+    // not read it counts against the same cap as a body, until the send timeout closes the connection.
+    super::tracked::hold_until_sent(response, permit)
+}
+
+/// Why a body could not be gathered.
+enum Gathered {
+    TooLarge,
+    Broken,
+}
+
+/// Reads a body into one buffer of at most `max` bytes: sized from the declared length up front, else grown
+/// as bytes arrive. Each chunk is copied and dropped, so a body sent in many small chunks costs its length,
+/// not a chunk header (and a read buffer kept alive) per chunk.
+async fn gather(mut body: Body, declared: usize, max: usize) -> Result<Bytes, Gathered> {
+    let mut buffer: Vec<u8> = Vec::with_capacity(declared.min(max));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Gathered::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > max {
+                return Err(Gathered::TooLarge);
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buffer))
 }

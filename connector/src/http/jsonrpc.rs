@@ -1,14 +1,14 @@
 //! JSON-RPC at the HTTP boundary: the error answers the HTTP layer gives, and the one strict parse of a
 //! request body (duplicate keys refused, ids checked) before anything else reads it. Pure: no I/O.
 
-use std::fmt;
+use std::{borrow::Cow, cell::Cell, collections::HashSet, fmt};
 
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value, json};
 
 /// JSON-RPC 2.0 error codes used at the HTTP boundary.
@@ -62,16 +62,37 @@ impl Rejection {
 }
 
 const DUPLICATE_KEY: &str = "an object has the same key twice";
+const TOO_MANY_VALUES: &str = "the message has too many JSON values";
 
-/// Parses a body into a JSON-RPC 2.0 message object, refusing what JSON-RPC and MCP refuse: duplicate
-/// object keys at any depth (which parsers resolve differently), batches, a missing or wrong `jsonrpc`,
-/// and ids that are not a string or an integer (null, booleans, fractions, objects, arrays).
+/// Most JSON values (objects, arrays, strings, numbers, literals) one message may hold. A tool's arguments
+/// are at most a few thousand characters; this refuses a wide array or a flat object of many keys before
+/// anything builds it in memory.
+pub const MAX_JSON_VALUES: usize = 20_000;
+
+/// Checks a body against JSON-RPC and MCP rules in one pass that builds only the envelope: duplicate object
+/// keys at any depth (which parsers resolve differently), more than [`MAX_JSON_VALUES`] values, batches, a
+/// missing or wrong `jsonrpc`, and ids that are not a string or an integer (null, booleans, fractions,
+/// objects, arrays) are refused.
+///
+/// The map returned is the envelope, not the whole message: the top-level keys, with the values of
+/// `jsonrpc`, `method` and `id` when they are scalars, and of `params` only `name` and the `traceparent`
+/// and `tracestate` of `_meta`; every other value is `null`. The MCP SDK parses the message itself, so the
+/// body is built into a tree once.
 pub fn parse_message(body: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    let Strict(value) = serde_json::from_slice(body).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => Rejection::Invalid(DUPLICATE_KEY),
+    let context = Context {
+        budget: Cell::new(MAX_JSON_VALUES),
+        failure: Cell::new(None),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = Envelope(&context)
+        .deserialize(&mut deserializer)
+        .and_then(|envelope| deserializer.end().map(|()| envelope));
+    let envelope = parsed.map_err(|error| match (error.classify(), context.failure.get()) {
+        (serde_json::error::Category::Data, Some(rule)) => Rejection::Invalid(rule),
+        (serde_json::error::Category::Data, None) => Rejection::Invalid(DUPLICATE_KEY),
         _ => Rejection::NotJson,
     })?;
-    let Value::Object(message) = value else {
+    let Some(message) = envelope else {
         return Err(Rejection::Invalid(
             "expected one JSON-RPC 2.0 message object (batches are not supported)",
         ));
@@ -94,69 +115,253 @@ pub fn parse_message(body: &[u8]) -> Result<Map<String, Value>, Rejection> {
     Ok(message)
 }
 
-/// A JSON value whose objects have no duplicate keys (serde_json keeps the last one silently).
-struct Strict(Value);
+/// The budget of values left, and the rule a refusal broke.
+struct Context {
+    budget: Cell<usize>,
+    failure: Cell<Option<&'static str>>,
+}
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
+impl Context {
+    fn fail<E: de::Error>(&self, rule: &'static str) -> E {
+        self.failure.set(Some(rule));
+        E::custom(rule)
+    }
+
+    /// Counts one value against the budget.
+    fn count<E: de::Error>(&self) -> Result<(), E> {
+        match self.budget.get().checked_sub(1) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(self.fail(TOO_MANY_VALUES)),
+        }
+    }
+
+    /// Reads the keys of an object, refusing a duplicate; `value` reads the value of each key.
+    fn keys<'de, A: MapAccess<'de>>(
+        &self,
+        mut access: A,
+        mut value: impl FnMut(&mut A, &str) -> Result<(), A::Error>,
+    ) -> Result<(), A::Error> {
+        self.count()?;
+        let mut seen: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(Key(key)) = access.next_key()? {
+            let duplicate = match &mut many {
+                Some(set) => !set.insert(key.clone()),
+                None if seen.contains(&key) => true,
+                None => {
+                    seen.push(key.clone());
+                    if seen.len() > 16 {
+                        many = Some(std::mem::take(&mut seen).into_iter().collect());
+                    }
+                    false
+                }
+            };
+            if duplicate {
+                return Err(self.fail(DUPLICATE_KEY));
+            }
+            value(&mut access, &key)?;
+        }
+        Ok(())
     }
 }
 
-struct StrictVisitor;
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// What to keep of a value: nothing (checked only), a scalar, `params`, or `params._meta`.
+#[derive(Clone, Copy)]
+enum Keep {
+    Nothing,
+    Scalar,
+    Params,
+    Meta,
+}
+
+/// Reads any JSON value under the rules, keeping what `Keep` says (`Value::Null` for the rest).
+struct Checked<'c> {
+    context: &'c Context,
+    keep: Keep,
+}
+
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        self.context.count()?;
+        Ok(self.scalar(|| Value::Bool(v)))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.context.count()?;
+        Ok(self.scalar(|| Value::Number(v.into())))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.context.count()?;
+        Ok(self.scalar(|| Value::Number(v.into())))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.context.count()?;
+        Ok(self.scalar(|| Number::from_f64(v).map_or(Value::Null, Value::Number)))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.context.count()?;
+        Ok(self.scalar(|| Value::String(v.to_owned())))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        self.context.count()?;
         Ok(Value::Null)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(Strict(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
+        self.context.count()?;
+        while seq
+            .next_element_seed(Checked {
+                context: self.context,
+                keep: Keep::Nothing,
+            })?
+            .is_some()
+        {}
+        Ok(Value::Null)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let Strict(value) = access.next_value()?;
-            if map.insert(key, value).is_some() {
-                return Err(de::Error::custom(DUPLICATE_KEY));
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
+        let context = self.context;
+        let mut kept = Map::new();
+        context.keys(access, |access, key| {
+            let keep = match (self.keep, key) {
+                (Keep::Params, "name") => Keep::Scalar,
+                (Keep::Params, "_meta") => Keep::Meta,
+                (Keep::Meta, "traceparent" | "tracestate") => Keep::Scalar,
+                _ => Keep::Nothing,
+            };
+            let value = access.next_value_seed(Checked { context, keep })?;
+            if !matches!(keep, Keep::Nothing) {
+                kept.insert(key.to_owned(), value);
             }
+            Ok(())
+        })?;
+        Ok(match self.keep {
+            Keep::Params | Keep::Meta => Value::Object(kept),
+            _ => Value::Null,
+        })
+    }
+}
+
+impl Checked<'_> {
+    fn scalar(&self, value: impl FnOnce() -> Value) -> Value {
+        match self.keep {
+            Keep::Scalar => value(),
+            _ => Value::Null,
         }
-        Ok(Value::Object(map))
+    }
+}
+
+/// The whole message: `Some(envelope)` for an object, `None` for anything else (checked all the same).
+struct Envelope<'c>(&'c Context);
+
+impl<'de> DeserializeSeed<'de> for Envelope<'_> {
+    type Value = Option<Map<String, Value>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Envelope<'_> {
+    type Value = Option<Map<String, Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Checked {
+            context: self.0,
+            keep: Keep::Nothing,
+        }
+        .visit_seq(seq)
+        .map(|_| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Self::Value, A::Error> {
+        let context = self.0;
+        let mut envelope = Map::new();
+        context.keys(access, |access, key| {
+            let keep = match key {
+                "jsonrpc" | "method" | "id" => Keep::Scalar,
+                "params" => Keep::Params,
+                _ => Keep::Nothing,
+            };
+            let value = access.next_value_seed(Checked { context, keep })?;
+            envelope.insert(key.to_owned(), value);
+            Ok(())
+        })?;
+        Ok(Some(envelope))
     }
 }
 
@@ -225,10 +430,44 @@ mod tests {
     }
 
     #[test]
-    fn values_survive_the_strict_parse_unchanged() {
-        let text = r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":[1,-2,3.5,"x",null,true,{}]}}"#;
-        let strict = Value::Object(parse(text).unwrap());
-        let plain: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(strict, plain);
+    fn the_envelope_keeps_what_the_layers_read_and_nothing_else() {
+        let text = r#"{"jsonrpc":"2.0","id":"a\u002d1","method":"tools/call","params":{"name":"t","arguments":
+            {"q":"secret","l":[1,-2,3.5,"x",null,true,{}]},"_meta":{"traceparent":"00-ab","progressToken":7}}}"#;
+        let envelope = Value::Object(parse(text).unwrap());
+        assert_eq!(
+            envelope,
+            serde_json::json!({"jsonrpc": "2.0", "id": "a-1", "method": "tools/call",
+                "params": {"name": "t", "_meta": {"traceparent": "00-ab"}}})
+        );
+        let response = parse(r#"{"jsonrpc":"2.0","id":3,"result":{"big":[1,2,3]}}"#).unwrap();
+        assert_eq!(response.get("result"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn wide_messages_are_refused_before_they_are_built() {
+        let wide = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{{"a":[{}]}}}}}}"#,
+            vec!["0"; MAX_JSON_VALUES].join(",")
+        );
+        assert_eq!(parse(&wide), Err(Rejection::Invalid(TOO_MANY_VALUES)));
+        let keys: Vec<String> = (0..MAX_JSON_VALUES).map(|i| format!(r#""k{i}":0"#)).collect();
+        let flat = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{{}}}}}"#,
+            keys.join(",")
+        );
+        assert_eq!(parse(&flat), Err(Rejection::Invalid(TOO_MANY_VALUES)));
+        // Duplicates among many keys are found too.
+        let mut keys: Vec<String> = (0..100).map(|i| format!(r#""k{i}":0"#)).collect();
+        keys.push(r#""k42":1"#.into());
+        let duplicate = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{{}}}}}"#,
+            keys.join(",")
+        );
+        assert_eq!(parse(&duplicate), Err(Rejection::Invalid(DUPLICATE_KEY)));
+        // Trailing bytes after the message are not JSON-RPC.
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":1,"method":"x"} {}"#),
+            Err(Rejection::NotJson)
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod drain;
 pub mod host;
 pub mod jsonrpc;
 pub mod listener;
+pub mod refusals;
 pub mod starting;
 pub mod tracked;
 
@@ -24,9 +25,13 @@ pub struct HttpSettings {
     pub body_read_timeout: Duration,
     /// Time a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// Time an answer may wait for the peer to accept any of its bytes (then the connection is closed).
+    pub send_timeout: Duration,
+    /// HTTP/2 PING interval (zero: none); a PING unanswered within `send_timeout` closes the connection.
+    pub http2_keep_alive_interval: Duration,
     /// Connections open at once; one more is answered 503 and closed.
     pub max_connections: usize,
-    /// Request bodies being received at once; one more is answered 503.
+    /// MCP requests with a body being received or served at once; one more is answered 503.
     pub max_concurrent_body_reads: usize,
     /// Largest request body.
     pub max_request_bytes: usize,
@@ -37,6 +42,8 @@ impl HttpSettings {
         listener::ConnectionSettings {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
+            http2_keep_alive_interval: self.http2_keep_alive_interval,
             max_connections: self.max_connections,
         }
     }
