@@ -1,0 +1,618 @@
+//! System tests: the real `lumenore-operator` binary, as processes (two replicas with leader
+//! election), against the in-memory API server over loopback HTTP, with a simulated Deployment
+//! controller. Every write the API server accepts is judged by the invariants of
+//! `system_support::checker` as it lands ((a) no new image before the wave is admitted, (b) at most
+//! maxUnavailable unready on the new image, (c) rollout progress never backwards, (d) no downgrade
+//! outside a rollback, (e) only the unexpired Lease holder writes); (f) no deleted tenant counted
+//! at the end; (g) no rollout decision on a partial fleet, where the fleet does not change. Each
+//! scenario is named after the defect it covers and bounded in wall time. `LUMENORE_OPERATOR_BIN`
+//! runs them against another build of the binary.
+//!
+//! Run one at a time (they start processes):
+//! `cargo test -p lumenore-operator --test system -- --test-threads=1`.
+
+/// Of the shared fixtures, the fake API server (it evaluates the CRDs' CEL rules on writes).
+mod common {
+    #[path = "fake_api.rs"]
+    pub mod fake_api;
+}
+mod system_support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use lumenore_operator::crd::LumenoreConnector;
+use lumenore_operator::rollout::LumenoreFleetRollout;
+use lumenore_operator::rollout::plan;
+use serde_json::json;
+use system_support::chaos::{self, ChaosPlan};
+use system_support::cluster::*;
+use system_support::rng::seed_from_env;
+
+const NS3: [&str; 3] = ["ns-a", "ns-b", "ns-c"];
+
+/// A cluster with `per_ns` tenants in each of `namespaces`, `replicas` operators started, a leader
+/// elected and every tenant Ready on the old image.
+fn fleet(namespaces: &[&str], per_ns: usize, replicas: usize) -> Cluster {
+    let mut c = Cluster::new(namespaces);
+    c.add_tenants(per_ns);
+    for _ in 0..replicas {
+        c.start();
+    }
+    let leader = c.wait_leader(None, Duration::from_secs(20));
+    c.note(format!("leader {leader}"));
+    let d = c.wait_tenants_ready(OLD, Duration::from_secs(40));
+    c.note(format!("every tenant Ready on {OLD} after {d:?}"));
+    c
+}
+
+/// Wait until rollout `name` is in the middle of wave `wave` (some of its tenants admitted, not
+/// all), Progressing.
+fn wait_mid_wave(c: &Cluster, name: &str, wave: u32, timeout: Duration) {
+    let admit_all = plan::format_partition(plan::ADMIT_ALL);
+    if wait_for(timeout, || {
+        c.progress(name).is_some_and(|(phase, w, p)| {
+            phase == "Progressing" && w == wave && p != plan::format_partition(0) && p != admit_all
+        })
+    })
+    .is_err()
+    {
+        panic!(
+            "rollout never reached the middle of wave {wave}: {}",
+            c.describe(name)
+        );
+    }
+}
+
+/// Defect: a restarted operator (or a new leader) decided on a fleet its caches had only partly
+/// listed (namespaces filling one at a time): waves looked empty or done and were finished early.
+/// The leader is SIGKILLed at every step of a 3-wave rollout of 60 tenants in 3 namespaces, the
+/// LumenoreConnector LIST of one namespace slowed down for each new process.
+#[test]
+fn rollout_survives_a_kill_at_every_step() {
+    let t0 = Instant::now();
+    let mut c = fleet(&NS3, 20, 2);
+    let spec = three_waves(5, 1, 120);
+    c.create_rollout("fleet", spec);
+    c.note("rollout created");
+    let mut last: Option<(u32, String)> = None;
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not complete within 240 s of kills: {}",
+            c.describe("fleet")
+        );
+        let Some((phase, wave, partition)) = c.progress("fleet") else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if phase == "Completed" {
+            break;
+        }
+        assert!(
+            phase == "Progressing",
+            "rollout left Progressing: {}",
+            c.describe("fleet")
+        );
+        let step = (wave, partition);
+        if last.as_ref() != Some(&step) {
+            last = Some(step.clone());
+            // The slow namespace for the next process's caches.
+            let slow = NS3[kills % NS3.len()];
+            c.api.delay_requests(
+                &format!("/namespaces/{slow}/lumenoreconnectors"),
+                Duration::from_millis(2500),
+                1,
+            );
+            let killed = c.kill_leader();
+            kills += 1;
+            c.note(format!(
+                "step wave {} partition {}: killed leader {killed} (kill {kills}); {slow} lists slowly",
+                step.0, step.1
+            ));
+            c.start();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.wait_completed("fleet", Duration::from_secs(60));
+    c.note(format!("completed after {kills} kills in {:?}", t0.elapsed()));
+    assert!(kills >= 3, "expected a kill at every step, got {kills}");
+    c.check_whole_fleet_decisions(60);
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: a standby did not take over from a leader that vanished without releasing the Lease, or
+/// took longer than lease duration + renew deadline + a retry period.
+#[test]
+fn leader_killed_mid_wave_fails_over() {
+    let mut c = fleet(&["ns-a", "ns-b"], 10, 2);
+    c.create_rollout("fleet", three_waves(2, 1, 120));
+    wait_mid_wave(&c, "fleet", 1, Duration::from_secs(60));
+    let killed_at = Instant::now();
+    let old = c.kill_leader();
+    let new = c.wait_leader(Some(&old), Duration::from_secs(30));
+    let took = c
+        .checker
+        .takeovers()
+        .iter()
+        .find(|t| t.at >= killed_at && t.to.as_deref() == Some(new.as_str()))
+        .map(|t| t.at - killed_at)
+        .expect("the takeover was written");
+    let bound = c.timing.failover_bound();
+    c.note(format!("failover {old} -> {new} in {took:?} (bound {bound:?})"));
+    eprintln!("measured failover: {took:?} (bound {bound:?})");
+    assert!(
+        took <= bound,
+        "failover took {took:?}, more than lease duration + renew deadline + retry period = {bound:?}"
+    );
+    c.wait_completed("fleet", Duration::from_secs(90));
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: a leader cut off from the API server (its requests hang) kept writing after another
+/// replica took over, or wrote again once the partition healed (a zombie leader): invariant (e).
+#[test]
+fn leader_partitioned_mid_wave_writes_nothing_after_losing() {
+    let mut c = fleet(&["ns-a", "ns-b"], 10, 2);
+    c.create_rollout("fleet", three_waves(2, 1, 120));
+    wait_mid_wave(&c, "fleet", 1, Duration::from_secs(60));
+    let old = c.wait_leader(None, Duration::from_secs(5));
+    let cut_at = Instant::now();
+    c.api.partition(&old);
+    c.note(format!("partitioned leader {old}"));
+    let new = c.wait_leader(Some(&old), Duration::from_secs(30));
+    let takeover = c
+        .checker
+        .takeovers()
+        .iter()
+        .find(|t| t.at >= cut_at && t.to.as_deref() == Some(new.as_str()))
+        .map(|t| t.at)
+        .expect("the takeover was written");
+    c.note(format!(
+        "{new} took over {:?} after the partition",
+        takeover - cut_at
+    ));
+    // Past the takeover for a while, then heal: the old leader must have stepped down (exited).
+    std::thread::sleep(Duration::from_secs(2));
+    let healed_at = Instant::now();
+    c.api.heal(&old);
+    c.note(format!("healed {old}"));
+    std::thread::sleep(Duration::from_secs(4));
+    let late: Vec<String> = c
+        .checker
+        .writes_by(&old)
+        .into_iter()
+        .filter(|(at, _)| *at >= takeover)
+        .map(|(at, w)| {
+            let when = if at >= healed_at {
+                "after the heal"
+            } else {
+                "before the heal"
+            };
+            format!("{w} ({when})")
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "(e) the partitioned leader {old} wrote after {new} took over: {late:?}"
+    );
+    let exited = wait_for(Duration::from_secs(6), || {
+        c.proc(&old).is_some_and(|p| !p.alive())
+    });
+    assert!(
+        exited.is_ok(),
+        "the partitioned leader {old} is still running 10 s after the heal: it did not step down"
+    );
+    c.wait_completed("fleet", Duration::from_secs(90));
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: a watch stream that goes silent without closing (a stuck proxy, a half-open connection)
+/// froze the operator's caches forever: the rollout waited on tenant statuses it never saw. With
+/// `--watch-timeout-seconds 3` a silent watch is given up after 3 + 5 s, then re-listed.
+#[test]
+fn stalled_watch_recovers() {
+    let mut c = fleet(&["ns-a", "ns-b"], 10, 2);
+    assert!(
+        binary_has_flag("--watch-timeout-seconds"),
+        "the binary has no --watch-timeout-seconds flag"
+    );
+    c.create_rollout("fleet", three_waves(2, 1, 120));
+    wait_mid_wave(&c, "fleet", 1, Duration::from_secs(60));
+    let leader = c.wait_leader(None, Duration::from_secs(5));
+    let stalled_at = Instant::now();
+    c.api.stall_watches(Some(&leader));
+    c.note(format!("stalled the watches of {leader}"));
+    // A tenant created now reaches the operator only through a recovered watch.
+    c.create_tenant(&tenant("ns-a", "probe", &[], |_| {}));
+    let bound = Duration::from_secs(c.timing.watch_timeout + 5 + 4);
+    let recovered = wait_for(Duration::from_secs(40), || {
+        c.api.get_raw::<Deployment>("ns-a", "probe").is_some()
+    });
+    let took = match recovered {
+        Ok(_) => stalled_at.elapsed(),
+        Err(d) => panic!(
+            "the stalled watch never recovered: no Deployment for ns-a/probe {d:?} after the stall (leader {:?})",
+            c.holder()
+        ),
+    };
+    c.note(format!(
+        "cache recovered {took:?} after the stall (bound {bound:?})"
+    ));
+    eprintln!("measured stall recovery: {took:?} (bound {bound:?})");
+    assert!(
+        took <= bound,
+        "the stalled watch took {took:?} to recover, more than watch timeout + 5 s + 4 s backoff = {bound:?}"
+    );
+    c.wait_completed("fleet", Duration::from_secs(90));
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: a rollout deleted and created again with the same spec (Argo CD `Replace=true`,
+/// `kubectl replace --force`) starts with an empty status: every tenant already on the new image
+/// was sent back to the old one, then upgraded again wave by wave. Invariant (d).
+#[test]
+fn rollout_recreated_does_not_downgrade() {
+    let mut c = fleet(&["ns-a", "ns-b"], 10, 2);
+    let spec = three_waves(2, 1, 120);
+    c.create_rollout("fleet", spec.clone());
+    wait_mid_wave(&c, "fleet", 1, Duration::from_secs(60));
+    let on_new = 20 - c.not_on(NEW).len();
+    c.delete_rollout("fleet");
+    c.create_rollout("fleet", spec);
+    c.note(format!(
+        "rollout deleted and re-created mid-wave ({on_new} tenants on {NEW})"
+    ));
+    c.wait_completed("fleet", Duration::from_secs(90));
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: the same rollout applied under a new name after the old one was deleted (a GitOps
+/// rename) started from an empty status: the completed fleet went back to `--connector-image`.
+/// Invariant (d).
+#[test]
+fn rollout_renamed_does_not_downgrade() {
+    let mut c = fleet(&["ns-a", "ns-b"], 10, 2);
+    let spec = three_waves(4, 1, 120);
+    c.create_rollout("fleet-v1", spec.clone());
+    c.wait_completed("fleet-v1", Duration::from_secs(60));
+    c.delete_rollout("fleet-v1");
+    c.create_rollout("fleet-v2", spec);
+    c.note("completed rollout deleted and applied again as fleet-v2");
+    c.wait_completed("fleet-v2", Duration::from_secs(60));
+    // Some resyncs later, still nobody went back.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        c.not_on(NEW).is_empty(),
+        "tenants left {NEW}: {:?}",
+        c.not_on(NEW)
+    );
+    c.check_no_ghosts(Some("fleet-v2"));
+    c.assert_invariants();
+}
+
+/// Defect: the operator checked once, at start, whether the LumenoreFleetRollout CRD was
+/// installed; installed later (the chart's CRD applied after the operator started), rollouts were
+/// ignored until a restart.
+#[test]
+fn rollout_crd_installed_after_start() {
+    let mut c = Cluster::new(&["ns-a"]);
+    c.api.uninstall::<LumenoreFleetRollout>();
+    c.add_tenants(8);
+    let op = c.start();
+    c.wait_leader(None, Duration::from_secs(20));
+    c.wait_tenants_ready(OLD, Duration::from_secs(40));
+    c.api.install::<LumenoreFleetRollout>();
+    let installed_at = Instant::now();
+    c.create_rollout("fleet", three_waves(4, 1, 120));
+    c.note("CRD installed, rollout created");
+    // The operator looks for the CRD again every 30 s; 10 s more for the first decision.
+    let bound = Duration::from_secs(40);
+    let acted = wait_for(bound, || c.phase("fleet").is_some());
+    match acted {
+        Ok(_) => c.note(format!(
+            "rollout acted on {:?} after the CRD was installed",
+            installed_at.elapsed()
+        )),
+        Err(_) => panic!(
+            "a LumenoreFleetRollout created after its CRD was installed got no status within {bound:?}: the operator only looks for the CRD at start"
+        ),
+    }
+    assert!(
+        c.proc(&op).is_some_and(|p| p.alive()) && c.holder().as_deref() == Some(op.as_str()),
+        "the operator restarted (or lost the lease) to pick up the CRD"
+    );
+    c.wait_completed("fleet", Duration::from_secs(60));
+    c.check_no_ghosts(Some("fleet"));
+    c.assert_invariants();
+}
+
+/// Defect: tenants deleted while the watch was down are not in the re-list that follows, and no
+/// Delete event is ever delivered for them: the operator kept counting them in its metrics
+/// (`lumenore_operator_connector_conditions`, `lumenore_operator_connectors`) forever.
+#[test]
+fn tenants_deleted_during_a_relist_are_forgotten() {
+    let mut c = fleet(&["ns-a", "ns-b"], 8, 1);
+    let leader = c.wait_leader(None, Duration::from_secs(5));
+    let live = c.tenant_keys().len() as i64;
+    let counted = |c: &Cluster| {
+        c.procs
+            .iter()
+            .find(|p| p.id == leader)
+            .and_then(|p| p.metrics())
+            .map(|m| {
+                sum_series(
+                    &m,
+                    "lumenore_operator_connector_conditions",
+                    "condition=\"Ready\"",
+                )
+            })
+    };
+    let settled = wait_for(Duration::from_secs(10), || counted(&c) == Some(live));
+    assert!(
+        settled.is_ok(),
+        "before any fault, /metrics counts {:?} tenants, {live} exist",
+        counted(&c)
+    );
+    c.api.stall_watches(Some(&leader));
+    let gone = [("ns-a", "t-01"), ("ns-b", "t-02"), ("ns-b", "t-05")];
+    for (ns, n) in gone {
+        c.delete_tenant(ns, n);
+    }
+    c.api.collect_garbage();
+    c.api.compact();
+    c.api.cut_watches();
+    c.note("watches stalled, 3 tenants deleted, compacted, watches cut");
+    // Proof that the watch is back: a tenant created now is deployed.
+    c.create_tenant(&tenant("ns-a", "probe", &[], |_| {}));
+    must(
+        "the re-listed watch to deliver ns-a/probe",
+        Duration::from_secs(30),
+        || c.api.get_raw::<Deployment>("ns-a", "probe").is_some(),
+    );
+    c.wait_tenants_ready(OLD, Duration::from_secs(20));
+    let live = c.tenant_keys().len() as i64;
+    let ok = wait_for(Duration::from_secs(5), || counted(&c) == Some(live));
+    if ok.is_err() {
+        c.checker.violation(format!(
+            "(f) after the re-list /metrics lumenore_operator_connector_conditions{{condition=\"Ready\"}} counts {:?} tenants, {live} exist: the tenants deleted while the watch was down ({gone:?}) are still counted",
+            counted(&c)
+        ));
+    }
+    c.check_no_ghosts(None);
+    c.assert_invariants();
+}
+
+/// Defect: a suspended tenant (0 replicas, Ready=False Suspended) or an HPA-managed one (no
+/// spec.replicas) never counted as done, so the wave holding it stalled at its deadline.
+#[test]
+fn suspended_and_hpa_tenants_do_not_stall_a_wave() {
+    let spec = json!({
+        "image": NEW, "maxUnavailable": 3, "bakeSeconds": 1, "readyDeadlineSeconds": 15,
+        "waves": [{"name": "first", "percent": 50}, {"name": "rest"}]
+    });
+    let names: Vec<(String, String)> = (0..12)
+        .map(|i| ("ns-a".to_string(), format!("t-{i:02}")))
+        .collect();
+    let waves = waves_of(&spec, &names);
+    let first: Vec<&String> = names
+        .iter()
+        .zip(&waves)
+        .filter(|(_, w)| **w == 0)
+        .map(|((_, n), _)| n)
+        .collect();
+    assert!(first.len() >= 2, "wave 0 has {} tenants", first.len());
+    let (suspended, hpa) = (first[0].clone(), first[1].clone());
+    let mut c = Cluster::new(&["ns-a"]);
+    for (ns, n) in &names {
+        c.create_tenant(&tenant(ns, n, &[], |s| {
+            if *n == suspended {
+                s["suspend"] = json!(true);
+            }
+            if *n == hpa {
+                s.as_object_mut().unwrap().remove("replicas");
+            }
+        }));
+    }
+    c.start();
+    c.wait_leader(None, Duration::from_secs(20));
+    must("the HPA tenant's Deployment", Duration::from_secs(30), || {
+        c.api.get_raw::<Deployment>("ns-a", &hpa).is_some()
+    });
+    // The HPA scales it to 2.
+    c.scale("ns-a", &hpa, 2);
+    c.note(format!(
+        "suspended {suspended}, HPA-managed {hpa} (scaled to 2), both in wave 0"
+    ));
+    c.create_rollout("fleet", spec);
+    let done = wait_for(Duration::from_secs(45), || {
+        c.phase("fleet").as_deref() == Some("Completed") || c.phase("fleet").as_deref() == Some("Stalled")
+    });
+    assert!(
+        done.is_ok() && c.phase("fleet").as_deref() == Some("Completed"),
+        "the wave holding suspended {suspended} and HPA-managed {hpa} did not complete: {}",
+        c.describe("fleet")
+    );
+    c.wait_completed("fleet", Duration::from_secs(10));
+    c.assert_invariants();
+}
+
+/// Defect: suspending scaled the Deployment to 0 with the operator's field manager; on resume, with
+/// spec.replicas unset (an HPA's), the hand-over kept the live count, 0, and an HPA never scales a
+/// Deployment up from 0: the tenant stayed down.
+#[test]
+fn suspend_then_resume_with_an_hpa_scales_again() {
+    let mut c = Cluster::new(&["ns-a"]);
+    c.create_tenant(&tenant("ns-a", "auto", &[], |s| {
+        s.as_object_mut().unwrap().remove("replicas");
+    }));
+    c.start();
+    c.wait_leader(None, Duration::from_secs(20));
+    c.wait_tenants_ready(OLD, Duration::from_secs(30));
+    c.scale("ns-a", "auto", 3);
+    let replicas = |c: &Cluster| {
+        c.api
+            .get_raw::<Deployment>("ns-a", "auto")
+            .and_then(|d| d["spec"]["replicas"].as_i64())
+    };
+    c.patch_tenant("ns-a", "auto", json!({"spec": {"suspend": true}}));
+    must(
+        "the suspended Deployment at 0 replicas",
+        Duration::from_secs(20),
+        || replicas(&c) == Some(0),
+    );
+    c.note("suspended: 0 replicas");
+    c.patch_tenant("ns-a", "auto", json!({"spec": {"suspend": false}}));
+    let back = wait_for(Duration::from_secs(20), || replicas(&c).is_some_and(|r| r >= 1));
+    assert!(
+        back.is_ok(),
+        "after resume the Deployment has spec.replicas {:?}: left at 0, where an HPA never scales it up",
+        replicas(&c)
+    );
+    c.assert_invariants();
+}
+
+/// Defect: a tenant stored before the CRD's name rule existed (`acme.eu`: a DNS subdomain, not a
+/// DNS-1035 label) never got a status: every `/status` write is validated against the whole object
+/// and the root name rule is never ratcheted, so the operator's status apply was refused (422).
+/// The fake evaluates the CRDs' CEL rules on writes; its test helpers bypass them (an object stored
+/// before the rule existed).
+#[test]
+fn status_write_on_object_stored_before_the_name_rule() {
+    let mut c = Cluster::new(&["ns-a"]);
+    // The admission is live: creating such a tenant now is refused.
+    let (code, body) = c.http(
+        "POST",
+        "/apis/lumenore.io/v1alpha1/namespaces/ns-a/lumenoreconnectors",
+        &serde_json::to_value(tenant("ns-a", "other.eu", &[], |_| {})).unwrap(),
+    );
+    assert_eq!(
+        code, 422,
+        "creating ns-a/other.eu must be refused by the name rule: {body}"
+    );
+    // Stored directly, bypassing admission (created before the rule).
+    c.store_tenant(&tenant("ns-a", "acme.eu", &[], |_| {}));
+    c.create_tenant(&tenant("ns-a", "plain", &[], |_| {}));
+    c.start();
+    c.wait_leader(None, Duration::from_secs(20));
+    let status = |c: &Cluster, n: &str| {
+        c.api
+            .get::<LumenoreConnector>("ns-a", n)
+            .and_then(|lc| lc.status)
+            .filter(|s| !s.conditions.is_empty())
+    };
+    must("a status on ns-a/plain", Duration::from_secs(30), || {
+        status(&c, "plain").is_some()
+    });
+    let got = wait_for(Duration::from_secs(15), || status(&c, "acme.eu").is_some());
+    assert!(
+        got.is_ok(),
+        "ns-a/acme.eu (stored before the name rule) got no status: its /status writes are refused"
+    );
+    c.assert_invariants();
+}
+
+/// Defects of any of the above, combined: a seeded random schedule of leader kills, partitions,
+/// watch stalls, watch cuts with compactions and slow LISTs over a rollout of 60 tenants.
+/// `CHAOS_SEED` replays a schedule.
+#[test]
+fn chaos_schedule_seeded() {
+    chaos::run(&ChaosPlan {
+        seed: seed_from_env("CHAOS_SEED", 0x5EED_2026),
+        faults: 12,
+        budget: Duration::from_secs(120),
+        namespaces: NS3.to_vec(),
+        per_namespace: 20,
+        gap_ms: (1000, 3500),
+        max_unavailable: 5,
+    });
+}
+
+/// The checker itself: each invariant is flagged on a synthetic write sequence (no processes).
+#[test]
+fn checker_flags_each_invariant() {
+    use system_support::checker::{CheckConfig, Checker, Rec};
+    let checker = Checker::new(CheckConfig {
+        new_image: NEW.into(),
+        lease_namespace: OPS.into(),
+        lease_name: LEASE.into(),
+        operator_prefix: OP_PREFIX.into(),
+    });
+    let mut seq = 0;
+    let mut write = |identity: &str, plural: &str, ns: &str, name: &str, object: serde_json::Value| {
+        seq += 1;
+        checker.on_write(Rec {
+            seq,
+            identity: identity.into(),
+            field_manager: "m".into(),
+            method: "PATCH".into(),
+            plural: plural.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            subresource: String::new(),
+            code: 200,
+            object: Some(object),
+        });
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let lease = |holder: &str| {
+        json!({"metadata": {"name": LEASE, "namespace": OPS, "resourceVersion": "1"},
+               "spec": {"holderIdentity": holder, "renewTime": now.to_string(), "leaseDurationSeconds": 3}})
+    };
+    let deployment = |name: &str, image: &str, ready: bool| {
+        json!({"metadata": {"name": name, "namespace": "ns-a", "generation": 2},
+               "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "connector", "image": image}]}}},
+               "status": {"observedGeneration": if ready { 2 } else { 1 }, "readyReplicas": 1, "updatedReplicas": 1}})
+    };
+    let status = |wave: u32, partition: u128, max: u32| {
+        json!({"metadata": {"name": "r", "namespace": OPS, "uid": "u1"},
+               "spec": {"image": NEW, "maxUnavailable": max, "waves": [{"name": "w0", "percent": 100}, {"name": "w1"}]},
+               "status": {"image": NEW, "previousImage": OLD, "currentWave": wave,
+                          "partition": plan::format_partition(partition),
+                          "waves": [{"name": "w0", "percent": 100}, {"name": "w1", "percent": 100}]}})
+    };
+    for n in ["a", "b"] {
+        write(
+            "",
+            "lumenoreconnectors",
+            "ns-a",
+            n,
+            json!({"metadata": {"name": n, "namespace": "ns-a"}}),
+        );
+    }
+    write("op-1", "leases", OPS, LEASE, lease("op-1"));
+    write("op-1", "deployments", "ns-a", "a", deployment("a", OLD, true));
+    write("op-1", "deployments", "ns-a", "b", deployment("b", OLD, true));
+    assert_eq!(checker.violations(), Vec::<String>::new(), "a clean start");
+    // (e) a write by a replica the Lease does not name.
+    write("op-2", "deployments", "ns-a", "b", deployment("b", OLD, true));
+    // (a) the new image while the status admits nobody.
+    write("op-1", "lumenorefleetrollouts", OPS, "r", status(0, 0, 1));
+    write("op-1", "deployments", "ns-a", "a", deployment("a", NEW, true));
+    // (b) two unready on the new image with maxUnavailable 1 (admitted: no (a)).
+    write("op-1", "lumenorefleetrollouts", OPS, "r", status(1, 0, 1));
+    write("op-1", "deployments", "ns-a", "a", deployment("a", NEW, false));
+    write("op-1", "deployments", "ns-a", "b", deployment("b", NEW, false));
+    // (c) back to wave 0; (d) back to the old image.
+    write(
+        "op-1",
+        "lumenorefleetrollouts",
+        OPS,
+        "r",
+        status(0, plan::ADMIT_ALL, 1),
+    );
+    write("op-1", "deployments", "ns-a", "b", deployment("b", OLD, true));
+    let v = checker.violations();
+    for tag in ["(e)", "(a)", "(b)", "(c)", "(d)"] {
+        assert!(v.iter().any(|m| m.starts_with(tag)), "{tag} not flagged: {v:#?}");
+    }
+    assert_eq!(v.iter().filter(|m| m.starts_with("(e)")).count(), 1, "{v:#?}");
+    assert_eq!(v.iter().filter(|m| m.starts_with("(a)")).count(), 1, "{v:#?}");
+}
