@@ -1042,3 +1042,47 @@ async fn networkpolicy_egress_uses_the_service_target_port() {
     e.reconcile("acme").await.unwrap();
     assert_eq!(policy(&e).0, [8443, 24318]);
 }
+
+/// Defect: `prune` deleted after a GET with no UID precondition, so an object re-created under the
+/// same name between the two (by another controller, or a person) was deleted instead.
+#[tokio::test]
+async fn prune_never_deletes_an_object_re_created_meanwhile() {
+    use tower::ServiceExt;
+    let e = env();
+    e.api.put(&acme_secret());
+    e.api.put(&connector(NS, "acme", minimal_spec()));
+    e.reconcile("acme").await.unwrap();
+    let ours = e.api.get::<NetworkPolicy>(NS, "acme").unwrap();
+    let uid = e.cr("acme").metadata.uid.unwrap();
+    let mut replacement = ours.clone();
+    replacement.metadata.uid = None;
+    replacement.metadata.resource_version = None;
+    replacement.metadata.owner_references = None;
+    // The race, injected exactly: after prune's GET, before its DELETE arrives, the policy is
+    // replaced by another object of the same name.
+    let api = e.api.clone();
+    let racing = tower::util::BoxCloneService::new(tower::service_fn(
+        move |req: http::Request<kube::client::Body>| {
+            let api = api.clone();
+            let replacement = replacement.clone();
+            async move {
+                if req.method() == http::Method::DELETE && req.uri().path().ends_with("/networkpolicies/acme")
+                {
+                    api.remove::<NetworkPolicy>(NS, "acme");
+                    api.put(&replacement);
+                }
+                api.service().oneshot(req).await
+            }
+        },
+    ));
+    let client = kube::Client::new(racing, NS);
+    let deleted = lumenore_operator::reconcile::prune::<NetworkPolicy>(&client, NS, "acme", &uid)
+        .await
+        .unwrap();
+    assert!(!deleted, "the replacement must not be deleted");
+    let left = e
+        .api
+        .get::<NetworkPolicy>(NS, "acme")
+        .expect("the replacement is still there");
+    assert_ne!(left.metadata.uid, ours.metadata.uid, "a new object, not ours");
+}
