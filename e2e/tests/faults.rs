@@ -408,7 +408,13 @@ async fn a_thousand_concurrent_clients_get_answers_and_memory_stays_bounded() {
         ..FakeConfig::default()
     };
     let fake = FakeLumenore::start(config.clone()).await;
-    let mut connector = Connector::start(spec(&fake, &config).env("LUMENORE_REQUEST_TIMEOUT", "30s")).await;
+    // Every call holds a body permit until its answer is sent (docs/hardening.md): for 1,000 clients
+    // with 3 calls each to be served at once rather than answered 503, the cap must admit them.
+    let mut connector = Connector::start(spec(&fake, &config).env("LUMENORE_REQUEST_TIMEOUT", "30s").env(
+        "LUMENORE_MAX_CONCURRENT_BODY_READS",
+        &(CLIENTS * CALLS_PER_CLIENT).to_string(),
+    ))
+    .await;
     connector
         .wait_ready(Duration::from_secs(10))
         .await
