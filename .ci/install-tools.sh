@@ -316,5 +316,22 @@ if ! stamp_ok evalset "$eval_pin" \
 fi
 echo "duckdb:              $(pyver duckdb) (PyYAML $(pyver PyYAML))"
 
+# --- attacks: PyPI `h2` (with its hpack/hyperframe) in the project venv: the raw HTTP/2 adversary of
+# e2e/tests/third_party_attacks.rs (rapid reset, SETTINGS flood, CONTINUATION without END_HEADERS, trickled
+# stream bodies) is written on a library nobody on the project wrote (issue 21).
+H2_VERSION=4.4.1
+HPACK_VERSION=4.2.0
+HYPERFRAME_VERSION=6.1.0
+h2_pin="h2==$H2_VERSION hpack==$HPACK_VERSION hyperframe==$HYPERFRAME_VERSION"
+if ! stamp_ok attacks-venv "$h2_pin @ $VENV_DIR" \
+  || ! "$VENV_DIR/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('h2') != '$H2_VERSION')" 2>/dev/null; then
+  log "installing into the venv: $h2_pin"
+  rm -f "$STAMP_DIR/attacks-venv"
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check --no-input -q $h2_pin
+  "$VENV_DIR/bin/python" -c 'import h2.connection, h2.config, hpack, hyperframe.frame' || die "h2 import failed"
+  stamp_write attacks-venv "$h2_pin @ $VENV_DIR"
+fi
+echo "h2 (python):         $(pyver h2) (hpack $(pyver hpack), hyperframe $(pyver hyperframe))"
+
 exit 0
 }

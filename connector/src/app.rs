@@ -15,7 +15,7 @@ use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
 };
 use serde_json::json;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -152,12 +152,8 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
     let health = Arc::new(Health::new(drain.clone()));
     let backend_name = state.backend.name();
     let http = config.http_settings();
-    let body_limits = BodyLimits::new(
-        http.max_request_bytes,
-        http.body_read_timeout,
-        http.max_concurrent_body_reads,
-        state.metrics.clone(),
-    );
+    // Permits, per-caller and per-connection shares and the minimum rate, from the final configuration.
+    let body_limits = BodyLimits::new(&http, state.metrics.clone());
 
     // Outermost first: correlation id, drain (counts the request from here, 503 once draining), caller
     // authentication on the headers only, the body guard (bounded read, one strict parse), the caller's
@@ -195,7 +191,10 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz).with_state(health.clone()))
-        .route("/metrics", get(metrics_text).with_state(state.clone()))
+        .route(
+            "/metrics",
+            get(metrics_text).with_state((state.clone(), Arc::new(Semaphore::new(crate::http::MAX_SCRAPES)))),
+        )
         .layer(middleware::from_fn_with_state(
             AllowedHosts::new(&config.allowed_hosts),
             web::host::check,
@@ -242,15 +241,24 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    (
+async fn metrics_text(State((state, scrapes)): State<(Arc<AppState>, Arc<Semaphore>)>) -> Response {
+    let Ok(scrape) = scrapes.try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            "too many scrapes at once: retry shortly\n",
+        )
+            .into_response();
+    };
+    let answer = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
         state.metrics.encode(),
     )
-        .into_response()
+        .into_response();
+    crate::http::tracked::hold_until_sent(answer, scrape)
 }
 
 /// Re-checks readiness until shutdown: every `interval` while ready, twice as often while not.

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::{
     auth::{http::AuthSettings, limits::LimitSettings, oauth::OAuthSettings},
+    budget::MemoryLimitSetting,
     http::HttpSettings,
 };
 
@@ -133,8 +134,9 @@ pub struct Config {
 
     // --- HTTP server: request bodies, timeouts, connection limits (see `crate::http`) ---
     /// Largest accepted MCP request body in bytes; larger bodies get HTTP 413 (a larger declared
-    /// Content-Length at once, before any of the body is read).
-    #[arg(long, env = "LUMENORE_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    /// Content-Length at once, before any of the body is read). The default holds the largest tool call
+    /// (a 5,000-character question, every character escaped) with room for the envelope.
+    #[arg(long, env = "LUMENORE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 
     /// Time a client has to send a request head: from the connection's opening for its first request, and
@@ -172,6 +174,31 @@ pub struct Config {
     /// with the body limit this bounds the memory requests can hold.
     #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BODY_READS", default_value_t = 64)]
     pub max_concurrent_body_reads: usize,
+
+    /// HTTP connections open at once from one client address (an IPv6 client by its /64 network); one
+    /// more closes that client's own longest-idle connection to make room, or is answered 503 like one over
+    /// --max-connections. 0: a quarter of --max-connections (as lowered at start), at least 8; at most
+    /// --max-connections. Behind a proxy or ingress every client arrives from the proxy's address: raise it
+    /// to --max-connections there.
+    #[arg(long, env = "LUMENORE_MAX_CONNECTIONS_PER_PEER", default_value_t = 0)]
+    pub max_connections_per_peer: usize,
+
+    /// Of --max-concurrent-body-reads, how many one caller may hold (the API key id or token subject; with
+    /// --auth-mode none, the client address, so behind a proxy every caller is one); one more is answered
+    /// 503 with Retry-After. 0: a quarter of --max-concurrent-body-reads, at least 2.
+    #[arg(long, env = "LUMENORE_MAX_BODY_READS_PER_CALLER", default_value_t = 0)]
+    pub max_body_reads_per_caller: usize,
+
+    /// Of --max-concurrent-body-reads, how many one connection may hold (HTTP/2 streams); one more is
+    /// answered 503 with Retry-After. 0: a quarter of --max-concurrent-body-reads, at least 2.
+    #[arg(long, env = "LUMENORE_MAX_BODY_READS_PER_CONNECTION", default_value_t = 0)]
+    pub max_body_reads_per_connection: usize,
+
+    /// Slowest MCP request body accepted, in bytes per second: 5 s after a body began, and from then on, a
+    /// body that has received fewer bytes than this rate times the seconds since it began is answered 408.
+    /// 0: off (--body-read-timeout alone bounds a body).
+    #[arg(long, env = "LUMENORE_MIN_BODY_RATE", default_value_t = 1024)]
+    pub min_body_rate: u64,
     // --- end of the HTTP server block ---
     /// Largest backend response body read, in bytes; larger responses are a tool error.
     #[arg(long, env = "LUMENORE_MAX_BACKEND_RESPONSE_BYTES", default_value_t = 32 * 1024 * 1024)]
@@ -225,22 +252,50 @@ pub struct Config {
     #[arg(long, env = "LUMENORE_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Tool calls per minute allowed to one caller (API key id or token subject); unset is unlimited.
+    /// Tool calls and `resources/read` requests per minute allowed to one caller (API key id or token
+    /// subject); unset is unlimited.
     #[arg(long, env = "LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE")]
     pub rate_limit_caller_per_minute: Option<NonZeroU32>,
 
-    /// Tool calls per minute allowed to this pod as a whole (one pod serves one tenant); unset is unlimited.
+    /// Tool calls and `resources/read` requests per minute allowed to this pod as a whole (one pod serves
+    /// one tenant); unset is unlimited.
     #[arg(long, env = "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE")]
     pub rate_limit_tenant_per_minute: Option<NonZeroU32>,
 
-    /// Tool calls running at once in this pod; one more is answered 429 at once. Each call holds at most
+    /// Tool calls and `resources/read` requests running at once in this pod; one more is answered 429 at
+    /// once. Each call holds at most
     /// about --max-result-bytes of parsed answer, so this bounds the memory answers can take.
     #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", default_value = "64")]
     pub max_concurrent_backend_calls: Option<NonZeroU32>,
 
+    /// The memory limit the caps must fit in: `auto` (the cgroup's, v2 or v1), `none`, or a size (`256Mi`,
+    /// bytes as the Downward API gives `limits.memory`). At start the worst case of the caps (baseline +
+    /// connections × per-connection buffers + body reads × what a request holds) is printed and checked:
+    /// --max-connections and --max-concurrent-body-reads left at their defaults are lowered to fit, and
+    /// explicit values that do not fit stop the connector with the figures (see docs/hardening.md).
+    #[arg(long, env = "LUMENORE_MEMORY_LIMIT", default_value = "auto")]
+    pub memory_limit: MemoryLimitSetting,
+
+    /// Which caps were set explicitly (flag or environment) rather than left at their defaults: only
+    /// defaults are derived from the memory limit.
+    #[arg(skip)]
+    pub explicit: ExplicitCaps,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
+
+/// Caps set explicitly, kept as they are by the memory budget (`crate::budget`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExplicitCaps {
+    pub max_connections: bool,
+    pub max_concurrent_body_reads: bool,
+}
+
+/// Largest accepted request body by default: the largest tool call, a question of
+/// [`MAX_QUERY_CHARS`](crate::tools::validate::MAX_QUERY_CHARS) characters each written as the 12-byte
+/// JSON escape of a surrogate pair (`\ud83d\ude00`), plus 4 KiB for the envelope and `_meta`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = crate::tools::validate::MAX_QUERY_CHARS * 12 + 4096;
 
 /// Commands other than serving.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -341,6 +396,16 @@ impl Config {
         use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
         let matches = Config::command().try_get_matches_from(args)?;
         let mut config = Config::from_arg_matches(&matches)?;
+        let explicit = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        config.explicit = ExplicitCaps {
+            max_connections: explicit("max_connections"),
+            max_concurrent_body_reads: explicit("max_concurrent_body_reads"),
+        };
         for (id, name) in ORIGINAL_TIMEOUT_NAMES {
             if matches.value_source(id) != Some(ValueSource::DefaultValue) {
                 continue;
@@ -433,6 +498,10 @@ impl Config {
             http2_keep_alive_interval: self.http2_keep_alive_interval,
             max_connections: self.max_connections,
             max_concurrent_body_reads: self.max_concurrent_body_reads,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_body_reads_per_caller: self.max_body_reads_per_caller,
+            max_body_reads_per_connection: self.max_body_reads_per_connection,
+            min_body_rate: self.min_body_rate,
             max_request_bytes: self.max_request_bytes,
         }
     }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod metrics;

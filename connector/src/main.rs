@@ -4,7 +4,8 @@ use lumenore_connector::{
     app,
     auth::api_keys,
     backend::lumenore::Credentials,
-    config::{Command, Config},
+    budget::{self, Cap},
+    config::{BackendKind, Command, Config},
     metrics::Metrics,
     otel,
 };
@@ -53,6 +54,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut config = config;
+    let memory_limit = budget::resolve_limit(config.memory_limit);
+    fit_connections_to_memory(&mut config, memory_limit.as_ref());
     fit_connections_to_open_files(&mut config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, memory_limit));
     if matches!(result, Ok(Stopped::WhileLoading)) {
         // The backend set-up still runs on a blocking thread and cannot be interrupted; dropping the
         // runtime would wait for it (seconds for a large catalog, forever for a stalled file).
@@ -78,6 +81,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lowers a default `--max-connections` to its share of the memory limit (before the listener opens; the
+/// rest of the budget is decided once the backend loaded, in [`fit_requests_to_memory`]).
+fn fit_connections_to_memory(config: &mut Config, limit: Option<&budget::Limit>) {
+    let per_connection = budget::per_connection_bytes(budget::kernel_socket_bytes());
+    let wanted = config.max_connections;
+    config.max_connections = budget::connections(
+        limit,
+        Cap {
+            value: wanted,
+            explicit: config.explicit.max_connections,
+        },
+        per_connection,
+    );
+    if config.max_connections < wanted {
+        tracing::info!(
+            max_connections = config.max_connections,
+            default = wanted,
+            per_connection_kib = per_connection / 1024,
+            "--max-connections (LUMENORE_MAX_CONNECTIONS) derived from the memory limit"
+        );
+    }
+}
+
+/// Once the backend loaded: measures the baseline, lowers a default `--max-concurrent-body-reads` to what
+/// is left of the memory limit, prints the budget and exports it; refuses when explicit caps do not fit.
+fn fit_requests_to_memory(
+    config: &mut Config,
+    limit: Option<budget::Limit>,
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let remote = matches!(config.backend, BackendKind::Lumenore);
+    let plan = budget::plan(
+        limit,
+        budget::resident_bytes().unwrap_or(0) + budget::SCRAPES_BYTES,
+        config.max_connections,
+        budget::per_connection_bytes(budget::kernel_socket_bytes()),
+        Cap {
+            value: config.max_concurrent_body_reads,
+            explicit: config.explicit.max_concurrent_body_reads,
+        },
+        budget::per_request_bytes(config.max_request_bytes, config.max_result_bytes, remote),
+    )?;
+    config.max_concurrent_body_reads = plan.body_reads;
+    plan.record(metrics);
+    tracing::info!(
+        max_connections = plan.connections,
+        max_concurrent_body_reads = plan.body_reads,
+        "memory budget: {plan}"
+    );
+    Ok(())
 }
 
 /// File descriptors kept for everything but client connections: backend connections (one per call in
@@ -130,7 +185,7 @@ enum Stopped {
     AfterServing,
 }
 
-async fn run(config: Config) -> Result<Stopped, String> {
+async fn run(mut config: Config, memory_limit: Option<budget::Limit>) -> Result<Stopped, String> {
     // One listener for SIGTERM/SIGINT from the start to the end: a signal that arrives while the application
     // is being built, after the backend loaded, is not lost.
     let stop = CancellationToken::new();
@@ -171,6 +226,7 @@ async fn run(config: Config) -> Result<Stopped, String> {
         load_ms = started.elapsed().as_millis() as u64,
         "backend loaded"
     );
+    fit_requests_to_memory(&mut config, memory_limit, &metrics)?;
     let app = app::try_build(&config, backend, metrics)?;
     tracing::info!(
         %address,

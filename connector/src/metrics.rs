@@ -61,6 +61,16 @@ pub struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TermLabels {
+    pub term: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub cap: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -82,6 +92,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_closed: Family<ReasonLabels, Counter>,
     pub requests_refused: Family<ReasonLabels, Counter>,
+    pub memory_budget: Family<TermLabels, Gauge>,
+    pub caps: Family<CapLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -93,6 +105,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("lumenore_connector");
+        registry.register(
+            "http2_peer_warnings",
+            "Warnings of the HTTP/2 server library about what a peer did (stream reset floods and the \
+             like), counted instead of logged",
+            crate::telemetry::HTTP2_PEER_WARNINGS.clone(),
+        );
         let tool_calls = Family::<ToolLabels, Counter>::default();
         registry.register(
             "tool_calls",
@@ -171,6 +189,18 @@ impl Metrics {
             "MCP requests refused by the body guard, by reason (content_type, too_large, busy: every body permit is held by a request being read or served, body_timeout, body_error, invalid_json_rpc)",
             requests_refused.clone(),
         );
+        let memory_budget = Family::<TermLabels, Gauge>::default();
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget decided at start, by term (limit, usable: the limit less headroom, baseline: resident after the backend loaded, per_connection, connections: their worst case, per_request, requests: their worst case, worst_case: baseline + connections + requests)",
+            memory_budget.clone(),
+        );
+        let caps = Family::<CapLabels, Gauge>::default();
+        registry.register(
+            "caps",
+            "Caps in force after the memory budget and the open-files limit (max_connections, max_concurrent_body_reads)",
+            caps.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             tool_calls,
@@ -186,6 +216,8 @@ impl Metrics {
             connections_open,
             connections_closed,
             requests_refused,
+            memory_budget,
+            caps,
         }
     }
 

@@ -5,9 +5,13 @@
 //! capped here, so no query, schema id, result, token or secret can reach a log line. The connector's own
 //! log lines carry metadata only (tool name, outcome, latency, error class).
 
-use tracing::level_filters::LevelFilter;
+use std::sync::LazyLock;
+
+use prometheus_client::metrics::counter::Counter;
+use tracing::{Event, Level, Subscriber, level_filters::LevelFilter};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt,
+    EnvFilter, Layer, filter::Targets, layer::Context, layer::SubscriberExt, registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 /// Log format on standard error.
@@ -73,7 +77,10 @@ pub const PRIVACY_CAPS: &[(&str, LevelFilter)] = &[
     // HTTP client and server internals: headers (Authorization, Cookie) and bodies at DEBUG/TRACE.
     ("hyper", LevelFilter::INFO),
     ("hyper_util", LevelFilter::INFO),
-    ("h2", LevelFilter::INFO),
+    // Its WARN lines say what a peer did (a rapid-reset flood writes one per connection, before any
+    // authentication): counted in `lumenore_connector_http2_peer_warnings_total`, not logged, so no client
+    // can write log lines at will.
+    ("h2", LevelFilter::ERROR),
     ("reqwest", LevelFilter::INFO),
     ("rustls", LevelFilter::INFO),
     ("tower", LevelFilter::INFO),
@@ -91,7 +98,23 @@ pub fn privacy_caps() -> Targets {
     )
 }
 
-/// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps.
+/// WARN events of the HTTP/2 library (what peers did), counted instead of logged
+/// (`lumenore_connector_http2_peer_warnings_total`; one counter for the process, as its log is one).
+pub static HTTP2_PEER_WARNINGS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts [`HTTP2_PEER_WARNINGS`]; filtered to `h2` WARN and above, so it enables no other event.
+struct CountHttp2Warnings;
+
+impl<S: Subscriber> Layer<S> for CountHttp2Warnings {
+    fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
+        if *event.metadata().level() == Level::WARN {
+            HTTP2_PEER_WARNINGS.inc();
+        }
+    }
+}
+
+/// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps,
+/// with the counter of HTTP/2 peer warnings beside it.
 pub fn layer<S, W>(
     format: LogFormat,
     filter: EnvFilter,
@@ -104,7 +127,8 @@ where
 {
     use tracing_subscriber::filter::FilterExt;
     let filter = filter.and(privacy_caps());
-    match format {
+    let counted = CountHttp2Warnings.with_filter(Targets::new().with_target("h2", LevelFilter::WARN));
+    let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(writer)
@@ -119,7 +143,8 @@ where
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
-    }
+    };
+    logs.and_then(counted).boxed()
 }
 
 /// Installs the global subscriber on standard error.
@@ -150,5 +175,45 @@ mod tests {
         assert!(!caps.would_enable("h2::codec", &Level::DEBUG));
         assert!(!caps.would_enable("hyper_util::client", &Level::TRACE));
         assert!(caps.would_enable("lumenore_connector::server", &Level::TRACE));
+        assert!(!caps.would_enable("h2::proto::streams::recv", &Level::WARN));
+    }
+
+    #[test]
+    fn http2_peer_warnings_are_counted_not_logged() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(layer(
+            LogFormat::Text,
+            EnvFilter::new("trace"),
+            move || writer.clone(),
+            false,
+        ));
+        let before = HTTP2_PEER_WARNINGS.get();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                tracing::warn!(target: "h2::proto::streams::recv", "recv_reset; remotely-reset pending-accept streams reached limit (20)");
+            }
+            tracing::debug!(target: "h2::codec", "not counted");
+            tracing::warn!(target: "lumenore_connector::server", "logged");
+        });
+        // Other tests may count in parallel: at least these five.
+        assert!(HTTP2_PEER_WARNINGS.get() >= before + 5);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            !text.contains("recv_reset") && !text.contains("not counted"),
+            "{text}"
+        );
+        assert!(text.contains("logged"), "{text}");
     }
 }

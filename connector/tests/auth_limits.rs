@@ -121,6 +121,42 @@ async fn the_tenant_limit_is_shared_by_all_callers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resources_read_costs_work_and_takes_from_the_same_rate_limit() {
+    let backend = backend(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    write_keys(&keys, &[key_entry("a", "lmk_a", "[\"*\"]", false)]);
+    let mut config = api_keys_config(&backend.uri(), &keys);
+    config.rate_limit_caller_per_minute = limit(3);
+    let server = start(config, static_token(), false).await;
+    let read = json!({"jsonrpc": "2.0", "id": 7, "method": "resources/read",
+        "params": {"uri": lumenore_connector::ui::CHART_URI}});
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(rpc(&server.mcp, Some("lmk_a"), &read).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "resources/read is rate limited per caller"
+    );
+    // The bucket is the caller's, shared with tool calls; cheap methods still pass.
+    let call = rpc(&server.mcp, Some("lmk_a"), &call_body("get_trend_data")).await;
+    assert_eq!(call.status(), 429);
+    let list = rpc(&server.mcp, Some("lmk_a"), &list_body()).await;
+    assert_eq!(list.status(), 200);
+    let metrics = server.metrics.encode();
+    assert_eq!(
+        metric(
+            &metrics,
+            "lumenore_connector_rate_limited_total{limit=\"caller\"}"
+        ),
+        2
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_concurrency_cap_refuses_at_once_and_frees_its_slots() {
     // Each backend call takes 1 s; two may run at once.
     let backend = backend(Duration::from_secs(1)).await;

@@ -67,6 +67,9 @@ pub struct FakeConfig {
     pub refuse_all_tokens: bool,
     /// Analysis endpoints answer one JSON array of about this many bytes, in 64 KiB chunks.
     pub answer_bytes: Option<usize>,
+    /// With `answer_bytes`: rows of 1,000 one-digit numbers instead of objects, the answer whose kept
+    /// part costs the most memory per byte (the memory budget's worst case).
+    pub dense_answer: bool,
     /// nlq-to-data streams JSON lines until the client goes away.
     pub endless_stream: bool,
 }
@@ -85,6 +88,7 @@ impl Default for FakeConfig {
             login_delay: Duration::ZERO,
             refuse_all_tokens: false,
             answer_bytes: None,
+            dense_answer: false,
             endless_stream: false,
         }
     }
@@ -582,10 +586,13 @@ async fn analysis(
     body: Bytes,
 ) -> Response<Body> {
     let schema_id = serde_json::from_slice::<Value>(&body).unwrap_or_default()["schemaId"].clone();
-    let answer_bytes = shared.config.lock().unwrap().answer_bytes;
+    let (answer_bytes, dense) = {
+        let config = shared.config.lock().unwrap();
+        (config.answer_bytes, config.dense_answer)
+    };
     if let Some(size) = answer_bytes {
         return match begin(&shared, &headers, &format!("/{endpoint}")).await {
-            Ok(guard) => large_array(size, guard),
+            Ok(guard) => large_array(size, dense, guard),
             Err(unauthorized) => unauthorized.into_response(),
         };
     }
@@ -597,11 +604,24 @@ async fn analysis(
     answer(shared, headers, &format!("/{endpoint}"), answer_body).await
 }
 
-/// One JSON array of about `size` bytes (rows of a region and a number), sent in 64 KiB chunks made as
-/// they are sent.
-fn large_array(size: usize, guard: CallGuard) -> Response<Body> {
+/// One JSON array of about `size` bytes (rows of a region and a number, or with `dense` rows of 1,000
+/// one-digit numbers), sent in 64 KiB chunks made as they are sent.
+fn large_array(size: usize, dense: bool, guard: CallGuard) -> Response<Body> {
     const CHUNK: usize = 64 * 1024;
-    let row = |i: usize| {
+    let row = move |i: usize| {
+        if dense {
+            let digit = (b'0' + (i % 10) as u8) as char;
+            let mut row = String::with_capacity(2001);
+            row.push('[');
+            for n in 0..1000 {
+                if n > 0 {
+                    row.push(',');
+                }
+                row.push(digit);
+            }
+            row.push(']');
+            return row;
+        }
         format!(
             "{{\"region\": \"{}\", \"sales\": {}}}",
             REGIONS[i % REGIONS.len()],

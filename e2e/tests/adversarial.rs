@@ -192,7 +192,12 @@ async fn authenticated_stalled_uploads_are_capped_and_timed_out() {
     let connector = Connector::start(
         ConnectorSpec::embedded()
             .env("LUMENORE_BODY_READ_TIMEOUT", "3s")
-            .env("LUMENORE_MAX_CONCURRENT_BODY_READS", "32"),
+            .env("LUMENORE_MAX_CONCURRENT_BODY_READS", "32")
+            // 1 MiB bodies (the default largest request is 64,096 bytes), all from one client that may
+            // hold every permit: this test is about the global cap (edge_share tests the shares).
+            .env("LUMENORE_MAX_REQUEST_BYTES", "1048576")
+            .env("LUMENORE_MAX_BODY_READS_PER_CALLER", "32")
+            .env("LUMENORE_MAX_BODY_READS_PER_CONNECTION", "32"),
     )
     .await;
     // Mode none: every caller is authenticated, so bodies are read; at most 32 at once, each for 3 s.

@@ -72,6 +72,11 @@ mod h2raw {
         frame(1, 0x4 | 0x1, stream, &block)
     }
 
+    /// A DATA frame on stream 0: a connection error (PROTOCOL_ERROR, RFC 9113 section 6.1).
+    pub fn data_on_stream_zero() -> Vec<u8> {
+        frame(0, 0, 0, b"x")
+    }
+
     pub fn ping(payload: [u8; 8]) -> Vec<u8> {
         frame(6, 0, 0, &payload)
     }
@@ -234,6 +239,60 @@ async fn http2_zero_window_connections_are_closed_with_goaway_and_free_their_slo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_http2_library_ends_on_an_error_are_counted() {
+    let connector = Connector::start(ConnectorSpec::embedded()).await;
+    let mut stream = connect(&connector).await;
+    let mut hello = h2raw::preface(65_535);
+    hello.extend(h2raw::data_on_stream_zero());
+    stream.write_all(&hello).await.expect("preface");
+    let seen = h2raw::read(&mut stream, Duration::from_secs(5), false).await;
+    assert!(seen.closed && seen.goaway, "{seen:?}");
+    let metrics = http_client(Duration::from_secs(5))
+        .get(format!("{}/metrics", connector.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"lumenore_connector_http_connections_closed_total{reason="protocol_error"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answers_held_at_a_zero_window_are_capped_in_all() {
+    // A `/metrics` answer is the whole text: 100 zero-window streams per connection would each hold one.
+    let connector = Connector::start(ConnectorSpec::embedded().env("LUMENORE_SEND_TIMEOUT", "3s")).await;
+    let scrape = || async {
+        http_client(Duration::from_secs(5))
+            .get(format!("{}/metrics", connector.base))
+            .send()
+            .await
+            .expect("metrics")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(scrape().await, 200);
+    let mut attacker = connect(&connector).await;
+    let mut hello = h2raw::preface(0);
+    for stream in 0..10u32 {
+        hello.extend(h2raw::get(2 * stream + 1, "/metrics"));
+    }
+    attacker.write_all(&hello).await.expect("preface");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = scrape().await;
+    // The send timeout closes the attacker's connection and gives its answers back.
+    let seen = h2raw::read(&mut attacker, Duration::from_secs(8), false).await;
+    let after = scrape().await;
+    println!("10 zero-window /metrics streams: a scrape during {during}, after {after}; {seen:?}");
+    assert_eq!(during, 503, "the held answers were not capped");
+    assert!(seen.closed && seen.goaway, "{seen:?}");
+    assert_eq!(after, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_frames_after_the_answer_keep_the_idle_timeout_and_the_close_sends_goaway() {
     let connector = Connector::start(
         ConnectorSpec::embedded()
@@ -380,7 +439,9 @@ async fn concurrent_posts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_one_byte_chunks_cost_their_length() {
-    let connector = Connector::start(ConnectorSpec::embedded()).await;
+    // 1 MB bodies: the largest request raised from its default (64,096 bytes) to 1 MiB, as an operator may.
+    let connector =
+        Connector::start(ConnectorSpec::embedded().env("LUMENORE_MAX_REQUEST_BYTES", "1048576")).await;
     let mut body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec();
     body.resize(1_000_000, b' ');
     let (statuses, grown, fds) = concurrent_posts(&connector, 4, Arc::new(body), true).await;
@@ -397,7 +458,9 @@ async fn bodies_in_one_byte_chunks_cost_their_length() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wide_json_is_refused_before_it_is_built() {
-    let connector = Connector::start(ConnectorSpec::embedded()).await;
+    // 1 MB bodies: the largest request raised from its default (64,096 bytes) to 1 MiB, as an operator may.
+    let connector =
+        Connector::start(ConnectorSpec::embedded().env("LUMENORE_MAX_REQUEST_BYTES", "1048576")).await;
     let items = vec!["0"; 500_000].join(",");
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"get_dataset_metadata","arguments":{{"a":[{items}]}}}}}}"#

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{
-    AuthFailure, Caller,
+    AuthFailure, Caller, CallerKind,
     api_keys::ApiKeyStore,
     limits::{LimitHit, LimitSettings, Limits},
     oauth::{OAuthSettings, OAuthValidator},
@@ -53,13 +53,15 @@ pub struct RpcPeek {
     pub tool: Option<ToolName>,
 }
 
-const KNOWN_METHODS: [&str; 12] = [
+const KNOWN_METHODS: [&str; 14] = [
     "initialize",
     "ping",
     "tools/list",
     "tools/call",
     "server/discover",
     "resources/list",
+    "resources/read",
+    "resources/templates/list",
     "prompts/list",
     "logging/setLevel",
     "completion/complete",
@@ -106,6 +108,12 @@ impl RpcPeek {
 
     pub fn is_tool_call(&self) -> bool {
         self.method == "tools/call"
+    }
+
+    /// Methods that cost work (a backend or engine call, or a large answer built): they go through the
+    /// rate limits and the concurrency cap. `resources/read` builds an MCP Apps page of tens of KiB.
+    pub fn costs_work(&self) -> bool {
+        matches!(self.method, "tools/call" | "resources/read")
     }
 }
 
@@ -354,6 +362,12 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut request: Request, n
             return response;
         }
     };
+    // The body guard counts its permits per authenticated caller (mode none: per client address).
+    if caller.kind != CallerKind::Anonymous {
+        request
+            .extensions_mut()
+            .insert(crate::http::body::ShareOwner(caller.id.clone()));
+    }
     // The caller's credential goes no further: neither the MCP SDK nor the tools see it.
     request.headers_mut().remove(header::AUTHORIZATION);
     request.headers_mut().remove("x-api-key");
@@ -361,8 +375,8 @@ pub async fn authenticate(State(gate): State<Arc<Gate>>, mut request: Request, n
     next.run(request).await
 }
 
-/// Second step, on the parsed message: a `tools/call` of a tool the caller may not use gets 403, one over
-/// a rate limit or the concurrency cap 429.
+/// Second step, on the parsed message: a `tools/call` of a tool the caller may not use gets 403; a
+/// `tools/call` or `resources/read` over a rate limit or the concurrency cap 429.
 pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
@@ -374,26 +388,28 @@ pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Ne
         .get::<RpcMessage>()
         .map(|message| RpcPeek::of(&message.0));
     let mut permit = None;
-    if let Some(RpcPeek { tool: Some(tool), .. }) = peek.filter(RpcPeek::is_tool_call) {
-        if !caller.may_call(tool) {
-            gate.metrics
-                .auth_failures
-                .get_or_create(&ReasonLabels {
-                    reason: "insufficient_scope",
-                })
-                .inc();
-            let response = gate.forbidden(tool);
-            audit_refusal(
-                &request,
-                peek,
-                Some(&caller),
-                "forbidden",
-                "insufficient_scope",
-                response.status(),
-                started,
-            );
-            return response;
-        }
+    if let Some(RpcPeek { tool: Some(tool), .. }) = peek.filter(RpcPeek::is_tool_call)
+        && !caller.may_call(tool)
+    {
+        gate.metrics
+            .auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: "insufficient_scope",
+            })
+            .inc();
+        let response = gate.forbidden(tool);
+        audit_refusal(
+            &request,
+            peek,
+            Some(&caller),
+            "forbidden",
+            "insufficient_scope",
+            response.status(),
+            started,
+        );
+        return response;
+    }
+    if peek.is_some_and(|peek| peek.costs_work()) {
         match gate.limits.admit(&caller.id) {
             Ok(held) => permit = held,
             Err(hit) => {

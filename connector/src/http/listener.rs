@@ -17,13 +17,18 @@
 //!
 //! Overload: over the cap, the connection is answered 503 (HTTP/2: GOAWAY) after its request head was
 //! read, and closed without a reset; near the cap, the connection idle for the longest time since its last
-//! answer is closed first, so a new client gets its slot. On shutdown the listener stops accepting,
-//! connections finish the request they serve and close, and whatever is left when `grace` runs out is
-//! dropped.
+//! answer is closed first, so a new client gets its slot. One peer (an IPv4 address, or an IPv6 /64: see
+//! [`peer_address`]) may hold at most [`peer_cap`] connections: one more closes that peer's own
+//! longest-idle connection to make room, or is answered 503 the same way (metric reason `over_peer_cap`),
+//! so one client cannot take every slot. Each request carries its [`Peer`] (address and connection) in its
+//! extensions, for the body guard's per-caller and per-connection shares. On shutdown the listener stops
+//! accepting, connections finish the request they serve and close, and whatever is left when `grace` runs
+//! out is dropped.
 
 use std::{
     collections::HashMap,
     convert::Infallible,
+    net::{IpAddr, Ipv6Addr},
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -50,6 +55,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::tracked::{Share, Shares};
 use crate::metrics::{Metrics, ReasonLabels};
 
 /// HTTP/1 read buffer of a connection: a request head must fit (431 otherwise); body bytes pass through.
@@ -80,6 +86,41 @@ pub struct ConnectionSettings {
     /// HTTP/2 PING interval (zero: no pings); the peer answers within `send_timeout`.
     pub http2_keep_alive_interval: Duration,
     pub max_connections: usize,
+    /// Connections of one peer; 0: automatic ([`peer_cap`]).
+    pub max_connections_per_peer: usize,
+}
+
+/// Connections one peer may hold: `configured`, or when 0 a quarter of `max_connections` and at least 8;
+/// never more than `max_connections`. Computed when the listener starts, from the cap it serves (which may
+/// have been lowered at start to fit the open-files limit).
+pub fn peer_cap(max_connections: usize, configured: usize) -> usize {
+    let max_connections = max_connections.max(1);
+    let cap = match configured {
+        0 => (max_connections / 4).max(8),
+        set => set,
+    };
+    cap.min(max_connections)
+}
+
+/// The address a peer's connections are counted under: an IPv4 address as it is (an IPv4-mapped IPv6
+/// address as its IPv4 address); an IPv6 address by its /64 network, since one host is usually given a
+/// whole /64 (SLAAC, privacy addresses) and can pick any address in it.
+pub fn peer_address(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Who sent a request, put into its extensions by the listener: the peer's address (as [`peer_address`]
+/// counts it) and the connection it came on (unique per listener).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub address: IpAddr,
+    pub connection: u64,
 }
 
 /// What a connection is doing, shared by its I/O, its service and its watchdog.
@@ -512,9 +553,12 @@ struct Shared {
     settings: ConnectionSettings,
     metrics: Metrics,
     slots: Arc<Semaphore>,
+    /// Connections held per peer address.
+    peers: Arc<Shares<IpAddr>>,
     /// Connections over the cap being answered (or waiting for an evicted connection's slot).
     refusing: Arc<Semaphore>,
-    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    /// Open connections: their peer address and activity.
+    open: Mutex<HashMap<u64, (IpAddr, Arc<Activity>)>>,
     next_id: AtomicU64,
     graceful: CancellationToken,
     kill: CancellationToken,
@@ -526,12 +570,14 @@ impl Shared {
         (self.settings.max_connections / 64).max(1)
     }
 
-    /// Closes the connection idle for the longest time since its last answer; false when none is idle.
-    fn evict_longest_idle(&self) -> bool {
+    /// Closes the connection idle for the longest time since its last answer (of the peer `of` when
+    /// given, else of any peer); false when none is idle.
+    fn evict_longest_idle(&self, of: Option<IpAddr>) -> bool {
         let open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let victim = open
             .values()
-            .filter_map(|activity| activity.idle_at().map(|at| (at, activity)))
+            .filter(|(address, _)| of.is_none_or(|of| of == *address))
+            .filter_map(|(_, activity)| activity.idle_at().map(|at| (at, activity)))
             .min_by_key(|(at, _)| *at);
         match victim {
             Some((_, activity)) => {
@@ -548,6 +594,37 @@ impl Shared {
             .connections_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// After a connection was evicted to make room: the missing connection slot and peer share, as soon as
+    /// they come back (the evicted connection closes within [`CLOSE_GRACE`]); `None` if they do not.
+    async fn room_after_eviction(
+        &self,
+        address: IpAddr,
+        slot: Option<OwnedSemaphorePermit>,
+        share: Option<Share<IpAddr>>,
+    ) -> Option<(OwnedSemaphorePermit, Share<IpAddr>)> {
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE + Duration::from_millis(500);
+        let share = match share {
+            Some(share) => share,
+            None => loop {
+                let released = self.peers.released();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if let Some(share) = self.peers.try_take(address) {
+                    break share;
+                }
+                tokio::time::timeout_at(deadline, released).await.ok()?;
+            },
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?,
+        };
+        Some((slot, share))
     }
 }
 
@@ -580,12 +657,19 @@ pub async fn accept_until(
         .keep_alive_interval(keep_alive)
         .keep_alive_timeout(settings.send_timeout);
     let max_connections = settings.max_connections.max(1);
+    let per_peer = peer_cap(max_connections, settings.max_connections_per_peer);
+    tracing::info!(
+        max_connections,
+        max_connections_per_peer = per_peer,
+        "connection caps (--max-connections, --max-connections-per-peer)"
+    );
     let shared = Arc::new(Shared {
         router,
         builder,
         settings,
         metrics,
         slots: Arc::new(Semaphore::new(max_connections)),
+        peers: Shares::new(per_peer),
         refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
         open: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
@@ -597,7 +681,7 @@ pub async fn accept_until(
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, remote) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors or the like: wait a little rather than spin.
@@ -606,30 +690,45 @@ pub async fn accept_until(
                 continue;
             }
         };
+        let address = peer_address(remote.ip());
         let slot = shared.slots.clone().try_acquire_owned().ok();
-        // Near the cap, the longest-idle keep-alive connection makes room for new clients.
-        let evicted = shared.slots.available_permits() < shared.reserve() && shared.evict_longest_idle();
-        if let Some(slot) = slot {
-            tokio::spawn(serve(shared.clone(), stream, slot));
-            continue;
-        }
+        let share = shared.peers.try_take(address);
+        let (slot, share) = match (slot, share) {
+            (Some(slot), Some(share)) => {
+                // Near the cap, the longest-idle keep-alive connection makes room for new clients.
+                if shared.slots.available_permits() < shared.reserve() {
+                    shared.evict_longest_idle(None);
+                }
+                tokio::spawn(serve(shared.clone(), stream, address, slot, share));
+                continue;
+            }
+            over => over,
+        };
+        // Over a cap. A peer at its own cap makes room with its own longest-idle connection (never
+        // another peer's); under it, the longest-idle connection of anyone makes room at the global cap.
+        let evicted = shared.evict_longest_idle(share.is_none().then_some(address));
+        let reason = if slot.is_none() {
+            "over_cap"
+        } else {
+            "over_peer_cap"
+        };
         let Ok(refusing) = shared.refusing.clone().try_acquire_owned() else {
             // Too many refusals at once: the answer goes out without reading the head.
-            shared.closed("over_cap");
+            shared.closed(reason);
             let _ = stream.try_write(BUSY);
             continue;
         };
+        // What the connection holds waits for the rest only when room is being made; a refusal holds none.
+        let held = evicted.then_some((slot, share));
         let shared = shared.clone();
         tokio::spawn(async move {
-            if evicted {
-                // The evicted connection's slot comes back as soon as it closed.
-                let wait = CLOSE_GRACE + Duration::from_millis(500);
-                if let Ok(Ok(slot)) = tokio::time::timeout(wait, shared.slots.clone().acquire_owned()).await {
-                    drop(refusing);
-                    return serve(shared, stream, slot).await;
-                }
+            if let Some((slot, share)) = held
+                && let Some((slot, share)) = shared.room_after_eviction(address, slot, share).await
+            {
+                drop(refusing);
+                return serve(shared, stream, address, slot, share).await;
             }
-            shared.closed("over_cap");
+            shared.closed(reason);
             refuse(stream).await;
             drop(refusing);
         });
@@ -637,16 +736,27 @@ pub async fn accept_until(
     (listener, Connections { shared })
 }
 
-/// Serves one connection holding `slot` until it ends, a deadline passes, or the listener closes.
-async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSemaphorePermit) {
+/// Serves one connection holding `slot` and its peer's `share` until it ends, a deadline passes, or the
+/// listener closes.
+async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    address: IpAddr,
+    slot: OwnedSemaphorePermit,
+    share: Share<IpAddr>,
+) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let peer = Peer {
+        address,
+        connection: id,
+    };
     shared
         .open
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(id, activity.clone());
+        .insert(id, (address, activity.clone()));
     let io = TokioIo::new(Watched {
         stream,
         activity: activity.clone(),
@@ -656,9 +766,10 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSemaphorePermi
     let service = {
         let router = shared.router.clone();
         let activity = activity.clone();
-        tower::service_fn(move |request: Request<Incoming>| {
+        tower::service_fn(move |mut request: Request<Incoming>| {
             let guard = activity.request_started();
             let router = router.clone();
+            request.extensions_mut().insert(peer);
             async move {
                 let response = router.oneshot(request.map(Body::new)).await?;
                 Ok::<_, Infallible>(response.map(|inner| Body::new(Answer::new(inner, guard))))
@@ -672,7 +783,14 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSemaphorePermi
     tokio::pin!(connection);
     shared.metrics.connections_open.inc();
     let closing = tokio::select! {
-        _ = connection.as_mut() => None,
+        served = connection.as_mut() => {
+            // The HTTP library ended the connection on an error: malformed or abusive frames (a reset or
+            // CONTINUATION flood, answered with GOAWAY), or a peer that broke off in the middle of a message.
+            if served.is_err() {
+                shared.closed("protocol_error");
+            }
+            None
+        }
         reason = watchdog(&activity, shared.settings) => {
             shared.closed(reason);
             // HTTP/1 has nothing to say before closing; HTTP/2 sends GOAWAY first.
@@ -697,6 +815,7 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, slot: OwnedSemaphorePermi
         .remove(&id);
     shared.metrics.connections_open.dec();
     drop(slot);
+    drop(share);
 }
 
 /// Answers a connection over the cap: reads its request head (or the HTTP/2 preface) so that closing does
@@ -777,7 +896,40 @@ mod tests {
             send_timeout: Duration::from_secs(20),
             http2_keep_alive_interval: Duration::from_secs(30),
             max_connections: 16,
+            max_connections_per_peer: 0,
         }
+    }
+
+    #[test]
+    fn the_peer_cap_is_a_quarter_of_the_connection_cap_at_least_8_and_never_above_it() {
+        assert_eq!(peer_cap(2048, 0), 512);
+        assert_eq!(peer_cap(3952, 0), 988, "from the cap as lowered at start");
+        assert_eq!(peer_cap(40, 0), 10);
+        assert_eq!(peer_cap(20, 0), 8);
+        assert_eq!(peer_cap(4, 0), 4, "never above the connection cap");
+        assert_eq!(peer_cap(2048, 100), 100);
+        assert_eq!(peer_cap(2048, 5000), 2048);
+        assert_eq!(peer_cap(0, 0), 1);
+    }
+
+    #[test]
+    fn peers_are_ipv4_addresses_and_ipv6_64_networks() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(peer_address(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(peer_address(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            peer_address(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            peer_address(ip("2001:db8:1:2::1")),
+            peer_address(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            peer_address(ip("2001:db8:1:2::1")),
+            peer_address(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(peer_address(ip("::1")), ip("::"));
     }
 
     #[test]

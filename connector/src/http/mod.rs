@@ -16,6 +16,12 @@ pub mod tracked;
 
 use std::time::Duration;
 
+/// `/metrics` answers being made or sent at once. Each is the whole text (kilobytes, growing with the
+/// series), held until the client took it: without a cap, HTTP/2 streams left at a zero window would each
+/// hold one (100 streams per connection), which no memory budget could count. Prometheus scrapes one at a
+/// time per server; an HA pair is two.
+pub const MAX_SCRAPES: usize = 4;
+
 /// The HTTP server's limits, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpSettings {
@@ -33,6 +39,15 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// MCP requests with a body being received or served at once; one more is answered 503.
     pub max_concurrent_body_reads: usize,
+    /// Connections open at once from one peer address (IPv6: one /64); 0: a quarter of `max_connections`,
+    /// at least 8 ([`listener::peer_cap`]).
+    pub max_connections_per_peer: usize,
+    /// Body reads (as `max_concurrent_body_reads` counts them) of one caller, and of one connection; 0: a
+    /// quarter of `max_concurrent_body_reads`, at least 2 ([`body::share`]).
+    pub max_body_reads_per_caller: usize,
+    pub max_body_reads_per_connection: usize,
+    /// Slowest request body accepted after the first [`body::MIN_RATE_GRACE`], in bytes per second (0: off).
+    pub min_body_rate: u64,
     /// Largest request body.
     pub max_request_bytes: usize,
 }
@@ -45,6 +60,7 @@ impl HttpSettings {
             send_timeout: self.send_timeout,
             http2_keep_alive_interval: self.http2_keep_alive_interval,
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
         }
     }
 }
