@@ -151,7 +151,10 @@ pub fn init(format: LogFormat) -> Result<(), String> {
         std::io::stderr,
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
     );
-    tracing_subscriber::registry().with(logs).init();
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(telemetry::http2_warnings_layer())
+        .init();
     // The exporter's HTTPS client needs the process-wide crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match configured(|name| std::env::var(name).ok()).and_then(|wanted| wanted.then(provider).transpose()) {

@@ -103,7 +103,7 @@ pub fn privacy_caps() -> Targets {
 pub static HTTP2_PEER_WARNINGS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Counts [`HTTP2_PEER_WARNINGS`]; filtered to `h2` WARN and above, so it enables no other event.
-struct CountHttp2Warnings;
+pub struct CountHttp2Warnings;
 
 impl<S: Subscriber> Layer<S> for CountHttp2Warnings {
     fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
@@ -113,8 +113,16 @@ impl<S: Subscriber> Layer<S> for CountHttp2Warnings {
     }
 }
 
-/// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps,
-/// with the counter of HTTP/2 peer warnings beside it.
+/// The layer counting [`HTTP2_PEER_WARNINGS`], to install beside [`layer`] (a layer of its own: composed
+/// into one boxed layer, two per-layer filters silenced every log line).
+pub fn http2_warnings_layer<S>() -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    CountHttp2Warnings.with_filter(Targets::new().with_target("h2", LevelFilter::WARN))
+}
+
+/// A formatting layer writing to `writer`, filtered by `RUST_LOG` (default `info`) and the privacy caps.
 pub fn layer<S, W>(
     format: LogFormat,
     filter: EnvFilter,
@@ -127,8 +135,7 @@ where
 {
     use tracing_subscriber::filter::FilterExt;
     let filter = filter.and(privacy_caps());
-    let counted = CountHttp2Warnings.with_filter(Targets::new().with_target("h2", LevelFilter::WARN));
-    let logs = match format {
+    match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(writer)
@@ -143,8 +150,7 @@ where
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),
-    };
-    logs.and_then(counted).boxed()
+    }
 }
 
 /// Installs the global subscriber on standard error.
@@ -159,6 +165,7 @@ pub fn init(format: LogFormat) {
             std::io::stderr,
             std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ))
+        .with(http2_warnings_layer())
         .init();
 }
 
@@ -193,12 +200,15 @@ mod tests {
         }
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(layer(
-            LogFormat::Text,
-            EnvFilter::new("trace"),
-            move || writer.clone(),
-            false,
-        ));
+        // As installed: the default filter (info), the formatting layer and the counting layer beside it.
+        let subscriber = tracing_subscriber::registry()
+            .with(layer(
+                LogFormat::Text,
+                EnvFilter::new("info"),
+                move || writer.clone(),
+                false,
+            ))
+            .with(http2_warnings_layer());
         let before = HTTP2_PEER_WARNINGS.get();
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..5 {
