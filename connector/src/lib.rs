@@ -6,6 +6,8 @@ pub mod auth;
 pub mod backend;
 pub mod budget;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod otel;

@@ -64,7 +64,12 @@ pub fn scan(question: &str, ctx: &Ctx) -> Result<Vec<Piece>, Refusal> {
     });
     let (t, stems) = (&w.raw, &w.stems);
     if t.is_empty() {
-        return refuse(question.trim(), "the question has no words");
+        // Nothing in it to point at: the whole question is the problem (a part the reason does not quote
+        // would be a refusal that names nothing it says; found by the fuzz target with a question of NULs).
+        return refuse(
+            "",
+            "the question has no words (only punctuation, symbols or spaces)",
+        );
     }
     let latest = ctx
         .latest

@@ -36,7 +36,7 @@ impl Budget {
         self.max_rows
     }
 
-    fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         self.bytes_left.get() > 0
     }
 
@@ -50,7 +50,7 @@ impl Budget {
     }
 
     /// A string, cut at a character boundary when it does not fit in what is left.
-    fn string(&self, text: &str) -> Value {
+    pub(crate) fn string(&self, text: &str) -> Value {
         let room = self.bytes_left.get();
         if text.len() + 2 <= room {
             self.charge(text.len() + 2);

@@ -14,10 +14,10 @@
 //!
 //! Nothing here logs a URL (schema ids are path segments), a body, a header or a reqwest error text.
 
-mod body;
-mod bounded;
+pub(crate) mod body;
+pub(crate) mod bounded;
 pub mod credentials;
-mod failure;
+pub(crate) mod failure;
 mod login;
 
 use std::{sync::Arc, time::Duration};
