@@ -53,7 +53,9 @@ use serde_json::Value;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::{auth::http::RpcPeek, http::body::RpcMessage, telemetry, telemetry::LogFormat, tools::ToolName};
+use crate::{
+    http::body::RpcMessage, http::jsonrpc::RpcPeek, telemetry, telemetry::LogFormat, tools::ToolName,
+};
 
 /// Instrumentation scope of the connector's spans (the embedded engine's are `lumenore-embedded`).
 pub const SCOPE: &str = "lumenore-connector";
@@ -296,7 +298,7 @@ pub async fn trace_mcp(mut request: Request, next: Next) -> Response {
 
     // The body guard parsed the message once; read what tracing needs from it.
     let message = request.extensions().get::<RpcMessage>().map(|m| m.0.clone());
-    let peek = message.as_deref().map(RpcPeek::of);
+    let peek = request.extensions().get::<RpcPeek>().copied();
     let protocol = request
         .headers()
         .get("mcp-protocol-version")

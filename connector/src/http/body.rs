@@ -300,6 +300,7 @@ pub async fn guard(State(limits): State<BodyLimits>, request: Request, next: Nex
         Err(rejection) => return limits.refuse("invalid_json_rpc", rejection.into_response()),
     };
     let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(jsonrpc::RpcPeek::of(&message));
     request.extensions_mut().insert(RpcMessage(Arc::new(message)));
     let response = next.run(request).await;
     if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
@@ -515,6 +516,24 @@ mod tests {
             .lines()
             .find_map(|text| text.strip_prefix(&line).and_then(|count| count.parse().ok()))
             .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_guard_leaves_the_message_and_its_peek_for_the_layers_after_it() {
+        let limits = limits(4, 4);
+        let router = Router::new()
+            .route(
+                "/",
+                post(|request: Request| async move {
+                    assert!(request.extensions().get::<RpcMessage>().is_some());
+                    let peek = request.extensions().get::<jsonrpc::RpcPeek>().copied();
+                    format!("{:?}", peek.map(|peek| peek.method))
+                }),
+            )
+            .layer(middleware::from_fn_with_state(limits, guard));
+        let response = router.oneshot(post_as(Some("a"), None)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "Some(\"ping\")");
     }
 
     #[tokio::test]

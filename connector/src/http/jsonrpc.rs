@@ -5,11 +5,86 @@ use std::{borrow::Cow, cell::Cell, collections::HashSet, fmt};
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value, json};
+
+use crate::tools::ToolName;
+
+/// What the gate, the audit and the trace spans know of a JSON-RPC request: the method (from a fixed
+/// list) and, for `tools/call`, the tool when it is one of ours. Never the arguments. Computed once, by the
+/// body guard, and left in the request's extensions beside [`super::body::RpcMessage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcPeek {
+    pub method: &'static str,
+    pub tool: Option<ToolName>,
+}
+
+const KNOWN_METHODS: [&str; 14] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "server/discover",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "prompts/list",
+    "logging/setLevel",
+    "completion/complete",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+];
+
+fn known_method(name: &str) -> &'static str {
+    KNOWN_METHODS
+        .into_iter()
+        .find(|known| *known == name)
+        .unwrap_or("other")
+}
+
+impl RpcPeek {
+    /// Reads the method and tool name of a parsed JSON-RPC message.
+    pub fn of(message: &serde_json::Map<String, serde_json::Value>) -> RpcPeek {
+        let method = match message.get("method").and_then(|m| m.as_str()) {
+            Some(name) => known_method(name),
+            None => "response",
+        };
+        let tool = if method == "tools/call" {
+            message
+                .get("params")
+                .and_then(|p| p.get("name"))
+                .and_then(|n| n.as_str())
+                .and_then(ToolName::parse)
+        } else {
+            None
+        };
+        RpcPeek { method, tool }
+    }
+
+    /// What the `Mcp-Method` and `Mcp-Name` headers (sent by clients of the 2026 protocol revision) say,
+    /// for audit events of requests refused before their body was read. Mapped to fixed lists.
+    pub fn of_headers(headers: &HeaderMap) -> Option<RpcPeek> {
+        let method = known_method(headers.get("mcp-method")?.to_str().ok()?);
+        let tool = (method == "tools/call")
+            .then(|| headers.get("mcp-name")?.to_str().ok().and_then(ToolName::parse))
+            .flatten();
+        Some(RpcPeek { method, tool })
+    }
+
+    pub fn is_tool_call(&self) -> bool {
+        self.method == "tools/call"
+    }
+
+    /// Methods that cost work (a backend or engine call, or a large answer built): they go through the
+    /// rate limits and the concurrency cap. `resources/read` builds an MCP Apps page of tens of KiB.
+    pub fn costs_work(&self) -> bool {
+        matches!(self.method, "tools/call" | "resources/read")
+    }
+}
 
 /// JSON-RPC 2.0 error codes used at the HTTP boundary.
 pub const PARSE_ERROR: i64 = -32700;
