@@ -213,6 +213,18 @@ impl Connector {
         }
     }
 
+    /// The text of `GET /metrics` (panics when the connector does not answer within 5 s).
+    pub async fn metrics(&self) -> String {
+        crate::http_client(Duration::from_secs(5))
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Everything the process wrote so far.
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()

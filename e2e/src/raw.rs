@@ -39,31 +39,40 @@ pub fn open_fds(pid: u32) -> usize {
 
 /// A keys file with one key for every tool; returns (directory guard, path, key).
 pub fn api_keys() -> (tempdir::Dir, String, String) {
-    let key = "lmk_adversarial_0123456789abcdef0123456789abcdef";
-    let mut child = Command::new(connector_binary())
-        .args(["hash-key", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hash-key");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        writeln!(stdin, "{key}").expect("write key");
-    }
-    let output = child.wait_with_output().expect("hash-key output");
-    let hash = String::from_utf8(output.stdout).expect("utf-8");
-    let dir = tempdir::Dir::new("adversarial-keys");
-    let path = dir.path.join("keys.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "keys:\n  - id: adversary-test\n    hash: {}\n    tools: [\"*\"]\n",
+    let (dir, path, mut keys) = keys_file("adversarial-keys", &["adversary-test"]);
+    (dir, path, keys.remove(0))
+}
+
+/// A keys file in a scratch directory called `name`, with one key per id (all tools), each hashed by
+/// the connector's own `hash-key`; returns the directory guard, the file's path and the keys, in order.
+pub fn keys_file(name: &str, ids: &[&str]) -> (tempdir::Dir, String, Vec<String>) {
+    use std::io::Write;
+    let dir = tempdir::Dir::new(name);
+    let mut entries = String::from("keys:\n");
+    let mut keys = Vec::new();
+    for id in ids {
+        let key = format!(
+            "lmk_{}_{id}_0123456789abcdef0123456789abcdef",
+            name.replace('-', "_")
+        );
+        let mut child = Command::new(connector_binary())
+            .args(["hash-key", "--stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("hash-key");
+        writeln!(child.stdin.take().expect("stdin"), "{key}").expect("key");
+        let output = child.wait_with_output().expect("hash-key output");
+        let hash = String::from_utf8(output.stdout).expect("utf-8");
+        entries.push_str(&format!(
+            "  - id: {id}\n    hash: {}\n    tools: [\"*\"]\n",
             hash.trim()
-        ),
-    )
-    .expect("keys file");
-    (dir, path.display().to_string(), key.to_string())
+        ));
+        keys.push(key);
+    }
+    let path = dir.path.join("keys.yaml");
+    std::fs::write(&path, entries).expect("keys file");
+    (dir, path.display().to_string(), keys)
 }
 
 /// A scratch directory removed on drop (the e2e crate has no tempfile dependency).

@@ -306,14 +306,7 @@ async fn slowloris_silent_and_idle_connections_are_closed_within_the_timeouts() 
         "300 idle keep-alive connections closed after {:?}",
         started.elapsed()
     );
-    let metrics = http_client(Duration::from_secs(10))
-        .get(format!("{}/metrics", connector.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = connector.metrics().await;
     assert!(
         metrics.contains(r#"lumenore_connector_http_connections_closed_total{reason="idle"} 300"#),
         "{metrics}"

@@ -224,14 +224,7 @@ async fn http2_zero_window_connections_are_closed_with_goaway_and_free_their_slo
     );
     let (status, took) = legitimate(&connector).await;
     assert_eq!(status, Some(200), "legitimate client after the attack ({took:?})");
-    let metrics = http_client(Duration::from_secs(5))
-        .get(format!("{}/metrics", connector.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = connector.metrics().await;
     assert!(
         metrics.contains(r#"lumenore_connector_http_connections_closed_total{reason="send_stalled"} 8"#),
         "{metrics}"
@@ -247,14 +240,7 @@ async fn connections_the_http2_library_ends_on_an_error_are_counted() {
     stream.write_all(&hello).await.expect("preface");
     let seen = h2raw::read(&mut stream, Duration::from_secs(5), false).await;
     assert!(seen.closed && seen.goaway, "{seen:?}");
-    let metrics = http_client(Duration::from_secs(5))
-        .get(format!("{}/metrics", connector.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = connector.metrics().await;
     assert!(
         metrics.contains(r#"lumenore_connector_http_connections_closed_total{reason="protocol_error"} 1"#),
         "{metrics}"

@@ -16,10 +16,10 @@ use std::{
 use bytes::Bytes;
 use futures::StreamExt;
 use lumenore_e2e::{
-    connector::{Connector, ConnectorSpec, connector_binary},
+    connector::{Connector, ConnectorSpec},
     http_client,
     mcp::PROTOCOL_VERSION,
-    raw::{Ending, post_head, read_one_answer, read_to_close, tempdir},
+    raw::{Ending, keys_file, post_head, read_one_answer, read_to_close},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -165,35 +165,6 @@ async fn a_peer_at_its_cap_makes_room_with_its_own_longest_idle_connection() {
     assert_eq!(metric(&connector, &closed("evicted")).await, 5);
 }
 
-/// A keys file with one key per id (all tools); returns the directory guard, its path and the keys.
-fn keys_file(ids: &[&str]) -> (tempdir::Dir, String, Vec<String>) {
-    use std::{io::Write, process::Stdio};
-    let dir = tempdir::Dir::new("edge-share-keys");
-    let mut entries = String::from("keys:\n");
-    let mut keys = Vec::new();
-    for id in ids {
-        let key = format!("lmk_edge_share_{id}_0123456789abcdef0123456789abcdef");
-        let mut child = std::process::Command::new(connector_binary())
-            .args(["hash-key", "--stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("hash-key");
-        writeln!(child.stdin.take().expect("stdin"), "{key}").expect("key");
-        let output = child.wait_with_output().expect("hash-key output");
-        let hash = String::from_utf8(output.stdout).expect("utf-8");
-        entries.push_str(&format!(
-            "  - id: {id}\n    hash: {}\n    tools: [\"*\"]\n",
-            hash.trim()
-        ));
-        keys.push(key);
-    }
-    let path = dir.path.join("keys.yaml");
-    std::fs::write(&path, entries).expect("keys file");
-    let path = path.display().to_string();
-    (dir, path, keys)
-}
-
 /// Starts `count` POSTs of `key` on their own connections, each sending 10 bytes of a declared 1,000 and
 /// stalling; returns the connections and the status of those answered within `bound`.
 async fn stalled_posts(
@@ -240,7 +211,7 @@ async fn tools_list(http: &reqwest::Client, url: &str, key: &str) -> Option<u16>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_caller_with_many_slow_bodies_gets_its_share_and_another_caller_is_served() {
-    let (_dir, keys_file, keys) = keys_file(&["alice", "bob"]);
+    let (_dir, keys_file, keys) = keys_file("edge-share-keys", &["alice", "bob"]);
     // 16 body permits: one caller's share is a quarter, 4.
     let connector = Connector::start(
         ConnectorSpec::embedded()

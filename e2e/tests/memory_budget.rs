@@ -11,7 +11,6 @@ use std::time::Duration;
 use lumenore_e2e::{
     connector::{Connector, ConnectorSpec},
     fake_backend::{FakeConfig, FakeLumenore},
-    http_client,
     raw::{post_head, raise_open_files_limit, status_kib},
 };
 use serde_json::json;
@@ -28,17 +27,6 @@ fn sample(metrics: &str, series: &str) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
         .map(|value| value as u64)
-}
-
-async fn metrics(connector: &Connector) -> String {
-    http_client(Duration::from_secs(5))
-        .get(format!("{}/metrics", connector.base))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +59,7 @@ async fn default_caps_are_derived_from_the_limit_printed_and_exported() {
         .wait_ready(Duration::from_secs(60))
         .await
         .expect("ready");
-    let text = metrics(&connector).await;
+    let text = connector.metrics().await;
     let connections = sample(&text, "lumenore_connector_caps{cap=\"max_connections\"}").expect("cap");
     let body_reads = sample(
         &text,
@@ -102,7 +90,7 @@ async fn default_caps_are_derived_from_the_limit_printed_and_exported() {
     );
     // Without a limit (`none`), the defaults stand.
     let unlimited = Connector::start(ConnectorSpec::embedded().env("LUMENORE_MEMORY_LIMIT", "none")).await;
-    let text = metrics(&unlimited).await;
+    let text = unlimited.metrics().await;
     assert_eq!(
         sample(
             &text,
@@ -162,7 +150,7 @@ async fn driven_to_its_worst_case_the_connector_stays_under_its_limit() {
         .wait_ready(Duration::from_secs(30))
         .await
         .expect("ready");
-    let text = metrics(&connector).await;
+    let text = connector.metrics().await;
     let connections =
         sample(&text, "lumenore_connector_caps{cap=\"max_connections\"}").expect("cap") as usize;
     let body_reads = sample(

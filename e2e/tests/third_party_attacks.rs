@@ -42,10 +42,10 @@ use std::{
 };
 
 use lumenore_e2e::{
-    connector::{Connector, ConnectorSpec, connector_binary},
+    connector::{Connector, ConnectorSpec},
     install_crypto_provider,
     mcp::{PROTOCOL_VERSION, parse_answer},
-    raw::{open_fds, raise_open_files_limit, status_kib, tempdir},
+    raw::{keys_file, open_fds, raise_open_files_limit, status_kib, tempdir},
     repo_root, tools,
 };
 use serde_json::{Value, json};
@@ -95,34 +95,6 @@ struct Edge {
     idle_rss: u64,
     hwm_before: u64,
     fds_before: usize,
-}
-
-/// A keys file with one key per id (all tools): the directory guard, its path and the keys.
-fn keys_file(name: &str, ids: &[&str]) -> (tempdir::Dir, String, Vec<String>) {
-    use std::io::Write;
-    let dir = tempdir::Dir::new(name);
-    let mut entries = String::from("keys:\n");
-    let mut keys = Vec::new();
-    for id in ids {
-        let key = format!("lmk_third_party_{id}_0123456789abcdef0123456789abcdef");
-        let mut child = std::process::Command::new(connector_binary())
-            .args(["hash-key", "--stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("hash-key");
-        writeln!(child.stdin.take().expect("stdin"), "{key}").expect("key");
-        let output = child.wait_with_output().expect("hash-key output");
-        let hash = String::from_utf8(output.stdout).expect("utf-8");
-        entries.push_str(&format!(
-            "  - id: {id}\n    hash: {}\n    tools: [\"*\"]\n",
-            hash.trim()
-        ));
-        keys.push(key);
-    }
-    let path = dir.path.join("keys.yaml");
-    std::fs::write(&path, entries).expect("keys file");
-    (dir, path.display().to_string(), keys)
 }
 
 /// Whether this process's soft open-files limit is below the hard one (`/proc/self/limits`).
@@ -981,37 +953,68 @@ fn words(line: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------------
 // slowhttptest
 
+/// One slowhttptest attack on a fresh connector (`label` names the run), judged by [`judge`]: the
+/// attack's connections must be gone within `after_opening` (and [`MARGIN`]) of slowhttptest opening the
+/// last of its `connections` at `rate` a second; descriptors at most one peer's share and the refusals
+/// in progress over the baseline.
+struct SlowAttack<'a> {
+    scenario: &'a str,
+    label: &'a str,
+    auth: Auth,
+    env: &'a [(&'a str, &'a str)],
+    connections: u64,
+    rate: u64,
+    after_opening: Duration,
+}
+
+impl SlowAttack<'_> {
+    /// Runs slowhttptest with `args(port, attacker's key)`.
+    async fn run(self, args: impl FnOnce(u16, Option<&str>) -> Vec<String>) {
+        let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
+            return;
+        };
+        let mut edge = Edge::start(self.label, self.auth, self.env, false).await;
+        let args = args(edge.port(), edge.attacker_key.as_deref());
+        let run = under_attack(
+            &edge,
+            Duration::from_secs(20),
+            slowhttptest(&tool, self.label, args, Duration::from_secs(60)),
+        )
+        .await;
+        let release = open_span(self.connections, self.rate) + self.after_opening + MARGIN;
+        let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
+        let extra = slow_summary(&run.out);
+        judge(
+            &mut edge,
+            self.scenario,
+            &run,
+            fds_bound,
+            Some(release),
+            slow_ran(&run.out),
+            &extra,
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slowloris_1000_connections() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
-    let scenario = "slowhttptest -H slowloris";
-    let mut edge = Edge::start("slowloris", Auth::ApiKeys, &[], false).await;
     let (connections, rate) = (1000, 200);
-    let url = format!("http://127.0.0.1:{}/mcp", edge.port());
-    let args = words(&format!(
-        "-H -c {connections} -r {rate} -i 5 -x 24 -t POST -p 3 -l 30 -u {url}"
-    ));
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "slowloris", args, Duration::from_secs(60)),
-    )
-    .await;
-    // Every head must be complete within the header timeout of its connection's opening.
-    let release = open_span(connections, rate) + HEADER_TIMEOUT + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    SlowAttack {
+        scenario: "slowhttptest -H slowloris",
+        label: "slowloris",
+        auth: Auth::ApiKeys,
+        env: &[],
+        connections,
+        rate,
+        // Every head must be complete within the header timeout of its connection's opening.
+        after_opening: HEADER_TIMEOUT,
+    }
+    .run(|port, _| {
+        words(&format!(
+            "-H -c {connections} -r {rate} -i 5 -x 24 -t POST -p 3 -l 30 -u http://127.0.0.1:{port}/mcp"
+        ))
+    })
     .await;
 }
 
@@ -1041,177 +1044,102 @@ fn slow_body_args(port: u16, connections: u64, rate: u64, key: Option<&str>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slow_body_authenticated() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
-    let scenario = "slowhttptest -B slow body, authenticated";
-    let mut edge = Edge::start("slow-body-auth", Auth::ApiKeys, &[], false).await;
     let (connections, rate) = (500, 200);
-    let args = slow_body_args(edge.port(), connections, rate, edge.attacker_key.as_deref());
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "slow-body-auth", args, Duration::from_secs(60)),
-    )
-    .await;
-    // About 10 bytes a second: far below --min-body-rate (1,024 B/s), checked from 5 s after the body
-    // began; the connections over the caller's share of body permits are answered 503 at once.
-    let release = open_span(connections, rate) + MIN_RATE_GRACE + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    SlowAttack {
+        scenario: "slowhttptest -B slow body, authenticated",
+        label: "slow-body-auth",
+        auth: Auth::ApiKeys,
+        env: &[],
+        connections,
+        rate,
+        // About 10 bytes a second: far below --min-body-rate (1,024 B/s), checked from 5 s after the body
+        // began; the connections over the caller's share of body permits are answered 503 at once.
+        after_opening: MIN_RATE_GRACE,
+    }
+    .run(|port, key| slow_body_args(port, connections, rate, key))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slow_body_unauthenticated() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
-    let scenario = "slowhttptest -B slow body, no credential";
-    let mut edge = Edge::start("slow-body-unauth", Auth::ApiKeys, &[], false).await;
     let (connections, rate) = (500, 200);
-    let args = slow_body_args(edge.port(), connections, rate, None);
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "slow-body-unauth", args, Duration::from_secs(60)),
-    )
-    .await;
-    // Refused with 401 from the head: the body is never waited for (bounded here, generously, by the
-    // time a head may take).
-    let release = open_span(connections, rate) + HEADER_TIMEOUT + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    SlowAttack {
+        scenario: "slowhttptest -B slow body, no credential",
+        label: "slow-body-unauth",
+        auth: Auth::ApiKeys,
+        env: &[],
+        connections,
+        rate,
+        // Refused with 401 from the head: the body is never waited for (bounded here, generously, by the
+        // time a head may take).
+        after_opening: HEADER_TIMEOUT,
+    }
+    .run(|port, _| slow_body_args(port, connections, rate, None))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slow_body_with_auth_mode_none() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
+    let (connections, rate) = (500, 200);
     // Mode none: every body is read; the caller is the client address (the attacker 127.0.0.1, the
     // legitimate client 127.0.0.2).
-    let scenario = "slowhttptest -B slow body, auth mode none";
-    let mut edge = Edge::start("slow-body-none", Auth::None, &[], false).await;
-    let (connections, rate) = (500, 200);
-    let args = slow_body_args(edge.port(), connections, rate, None);
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "slow-body-none", args, Duration::from_secs(60)),
-    )
-    .await;
-    let release = open_span(connections, rate) + MIN_RATE_GRACE + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    SlowAttack {
+        scenario: "slowhttptest -B slow body, auth mode none",
+        label: "slow-body-none",
+        auth: Auth::None,
+        env: &[],
+        connections,
+        rate,
+        after_opening: MIN_RATE_GRACE,
+    }
+    .run(|port, _| slow_body_args(port, connections, rate, None))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_slow_read() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
-    let scenario = "slowhttptest -X slow read";
-    let send_timeout = Duration::from_secs(5);
-    let idle_timeout = Duration::from_secs(10);
-    let mut edge = Edge::start(
-        "slow-read",
-        Auth::ApiKeys,
-        &[("LUMENORE_SEND_TIMEOUT", "5s"), ("LUMENORE_IDLE_TIMEOUT", "10s")],
-        false,
-    )
-    .await;
     let (connections, rate) = (500, 200);
-    // 10 pipelined /metrics requests a connection (slowhttptest's most), an advertised window of 1 to 16 bytes, 16 bytes read
-    // every 10 s: longer than the send timeout without taking a byte.
-    let args = words(&format!(
-        "-X -c {connections} -r {rate} -w 1 -y 16 -n 10 -z 16 -k 10 -p 3 -l 30 -u http://127.0.0.1:{}/metrics",
-        edge.port()
-    ));
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "slow-read", args, Duration::from_secs(60)),
-    )
-    .await;
-    // An answer the client does not take for the send timeout closes the connection; one that went out
-    // whole leaves the connection idle until the idle timeout.
-    let release = open_span(connections, rate) + send_timeout + idle_timeout + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    let (send_timeout, idle_timeout) = (Duration::from_secs(5), Duration::from_secs(10));
+    SlowAttack {
+        scenario: "slowhttptest -X slow read",
+        label: "slow-read",
+        auth: Auth::ApiKeys,
+        env: &[("LUMENORE_SEND_TIMEOUT", "5s"), ("LUMENORE_IDLE_TIMEOUT", "10s")],
+        connections,
+        rate,
+        // An answer the client does not take for the send timeout closes the connection; one that went out
+        // whole leaves the connection idle until the idle timeout.
+        after_opening: send_timeout + idle_timeout,
+    }
+    // 10 pipelined /metrics requests a connection (slowhttptest's most), an advertised window of 1 to 16
+    // bytes, 16 bytes read every 10 s: longer than the send timeout without taking a byte.
+    .run(|port, _| {
+        words(&format!(
+            "-X -c {connections} -r {rate} -w 1 -y 16 -n 10 -z 16 -k 10 -p 3 -l 30 -u http://127.0.0.1:{port}/metrics"
+        ))
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_range() {
-    let Some(tool) = tools::require("slowhttptest", tools::find("slowhttptest")) else {
-        return;
-    };
-    let scenario = "slowhttptest -R range";
-    let idle_timeout = Duration::from_secs(10);
-    let mut edge = Edge::start("range", Auth::ApiKeys, &[("LUMENORE_IDLE_TIMEOUT", "10s")], false).await;
     let (connections, rate) = (500, 200);
-    let args = words(&format!(
-        "-R -c {connections} -r {rate} -a 10 -b 3000 -p 3 -l 25 -u http://127.0.0.1:{}/",
-        edge.port()
-    ));
-    let run = under_attack(
-        &edge,
-        Duration::from_secs(20),
-        slowhttptest(&tool, "range", args, Duration::from_secs(60)),
-    )
-    .await;
-    // Answered (the Range header is no reason to do more work), then idle until the idle timeout.
-    let release = open_span(connections, rate) + HEADER_TIMEOUT.max(idle_timeout) + MARGIN;
-    let fds_bound = edge.fds_before + PER_PEER + REFUSALS_AT_ONCE + FDS_SLACK;
-    let extra = slow_summary(&run.out);
-    judge(
-        &mut edge,
-        scenario,
-        &run,
-        fds_bound,
-        Some(release),
-        slow_ran(&run.out),
-        &extra,
-    )
+    let idle_timeout = Duration::from_secs(10);
+    SlowAttack {
+        scenario: "slowhttptest -R range",
+        label: "range",
+        auth: Auth::ApiKeys,
+        env: &[("LUMENORE_IDLE_TIMEOUT", "10s")],
+        connections,
+        rate,
+        // Answered (the Range header is no reason to do more work), then idle until the idle timeout.
+        after_opening: HEADER_TIMEOUT.max(idle_timeout),
+    }
+    .run(|port, _| {
+        words(&format!(
+            "-R -c {connections} -r {rate} -a 10 -b 3000 -p 3 -l 25 -u http://127.0.0.1:{port}/"
+        ))
+    })
     .await;
 }
 
