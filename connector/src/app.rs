@@ -25,7 +25,6 @@ use crate::{
     },
     backend::{
         Backend, Readiness,
-        embedded::EmbeddedBackend,
         lumenore::{ClientSettings, Credentials, LumenoreBackend},
     },
     config::{BackendKind, Config},
@@ -79,9 +78,12 @@ pub fn build_backend(
                 LumenoreBackend::new(ClientSettings::from_config(config), credentials, metrics.clone())?;
             Ok(Backend::Lumenore(Box::new(backend)))
         }
-        BackendKind::Embedded => Ok(Backend::Embedded(EmbeddedBackend::load(
-            config.catalog.as_deref(),
-        )?)),
+        #[cfg(feature = "embedded")]
+        BackendKind::Embedded => Ok(Backend::Embedded(
+            crate::backend::embedded::EmbeddedBackend::load(config.catalog.as_deref())?,
+        )),
+        #[cfg(not(feature = "embedded"))]
+        BackendKind::Embedded => Err(crate::config::EMBEDDED_NOT_BUILT.to_string()),
     }
 }
 

@@ -17,11 +17,15 @@ use crate::{
 /// Log settings live with the logging; re-exported where the flags are.
 pub use crate::telemetry::LogFormat;
 
+/// Environment variable names are the fleet's contract (`lumenore-contract`): the operator sets the same
+/// constants on connector pods.
+pub use lumenore_contract::env;
+
 /// Environment variables that carry secrets. They have no flag on purpose. Only their names live here: the
 /// backend reads them and holds the values (`backend::lumenore::Credentials`).
-pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";
-pub const ENV_SECRET: &str = "LUMENORE_SECRET";
-pub const ENV_API_KEY: &str = "LUMENORE_API_KEY";
+pub const ENV_CLIENT_ID: &str = env::CLIENT_ID;
+pub const ENV_SECRET: &str = env::SECRET;
+pub const ENV_API_KEY: &str = env::API_KEY;
 
 const SECRETS_HELP: &str = "\
 Credentials for the Lumenore backend (environment or .env only, never flags):
@@ -44,27 +48,27 @@ so that queries, results and tokens never reach a log line.";
 )]
 pub struct Config {
     /// Address and port to listen on. MCP is served at /mcp; /healthz, /readyz, /metrics and / beside it.
-    #[arg(long, env = "LUMENORE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = env::LISTEN, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Where answers come from: the tenant's Lumenore server, or the embedded engine over local datasets.
-    #[arg(long, env = "LUMENORE_BACKEND", value_enum, default_value_t = BackendKind::Lumenore)]
+    #[arg(long, env = env::BACKEND, value_enum, default_value_t = BackendKind::Lumenore)]
     pub backend: BackendKind,
 
     /// Embedded backend only: a catalog YAML file, or a directory holding catalog.yaml. Without it the
     /// bundled demo catalog (schema ids 35403, 35404, 35405) is served.
-    #[arg(long, env = "LUMENORE_CATALOG")]
+    #[arg(long, env = env::CATALOG)]
     pub catalog: Option<PathBuf>,
 
     /// Base URL of the tenant's Lumenore server.
-    #[arg(long, env = "SERVER_URL", default_value = "https://preview.lumenore.com")]
+    #[arg(long, env = env::SERVER_URL, default_value = "https://preview.lumenore.com")]
     pub server_url: Url,
 
     /// Hosts (or host:port) accepted in the Host header of /mcp requests, comma separated. This is the
     /// DNS-rebinding protection: add the names clients use to reach this server.
     #[arg(
         long,
-        env = "LUMENORE_ALLOWED_HOSTS",
+        env = env::ALLOWED_HOSTS,
         value_delimiter = ',',
         default_value = "localhost,127.0.0.1,::1"
     )]
@@ -75,7 +79,7 @@ pub struct Config {
     /// An empty value ("") refuses every request that carries an Origin header.
     #[arg(
         long,
-        env = "LUMENORE_ALLOWED_ORIGINS",
+        env = env::ALLOWED_ORIGINS,
         value_delimiter = ',',
         default_value = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*"
     )]
@@ -84,39 +88,39 @@ pub struct Config {
     // --- Lumenore backend client. The original server's CONNECT_TIMEOUT, REQUEST_TIMEOUT and TOTAL_TIMEOUT
     // are accepted too (in seconds, or with a unit) when ours are not set: see `Config::from_args`. ---
     /// Time allowed to open a connection to the backend (also read from CONNECT_TIMEOUT).
-    #[arg(long, env = "LUMENORE_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = env::CONNECT_TIMEOUT, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
 
     /// Time the backend may stay silent: waiting for its answer to start, and between two parts of a
     /// streamed answer (also read from REQUEST_TIMEOUT, as the original server used it).
-    #[arg(long, env = "LUMENORE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, env = env::REQUEST_TIMEOUT, value_parser = parse_duration, default_value = "60s")]
     pub request_timeout: Duration,
 
     /// Time allowed for a whole backend request, streamed body included (also read from TOTAL_TIMEOUT).
-    #[arg(long, env = "LUMENORE_TOTAL_TIMEOUT", value_parser = parse_duration, default_value = "300s")]
+    #[arg(long, env = env::TOTAL_TIMEOUT, value_parser = parse_duration, default_value = "300s")]
     pub total_timeout: Duration,
 
     /// Retries after a connection error or a 502/503/504 from the backend (exponential backoff, jittered).
-    #[arg(long, env = "LUMENORE_MAX_RETRIES", default_value_t = 2)]
+    #[arg(long, env = env::MAX_RETRIES, default_value_t = 2)]
     pub max_retries: usize,
 
     /// After a failed login, or a token refused right after its login: how long the connector answers
     /// with that failure instead of logging in again (0s logs in again at once).
-    #[arg(long, env = "LUMENORE_LOGIN_BACKOFF", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = env::LOGIN_BACKOFF, value_parser = parse_duration, default_value = "10s")]
     pub login_backoff: Duration,
 
     /// What /readyz checks on the backend every --readiness-interval: full (a login when no token is held,
     /// then an authenticated get-domain call) or login (only that a token is held or can be had: no data
     /// request, a login only when no token is held).
-    #[arg(long, env = "LUMENORE_READINESS_CHECK", value_enum, default_value_t = ReadinessCheck::Full)]
+    #[arg(long, env = env::READINESS_CHECK, value_enum, default_value_t = ReadinessCheck::Full)]
     pub readiness_check: ReadinessCheck,
 
     /// Idle connections to the backend kept open for reuse.
-    #[arg(long, env = "LUMENORE_BACKEND_POOL_MAX_IDLE", default_value_t = 16)]
+    #[arg(long, env = env::BACKEND_POOL_MAX_IDLE, default_value_t = 16)]
     pub backend_pool_max_idle: usize,
 
     /// How long an idle backend connection is kept before it is closed.
-    #[arg(long, env = "LUMENORE_BACKEND_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = env::BACKEND_POOL_IDLE_TIMEOUT, value_parser = parse_duration, default_value = "30s")]
     pub backend_pool_idle_timeout: Duration,
 
     /// A bad value of the original server's timeout variables, reported by `validate`.
@@ -125,54 +129,54 @@ pub struct Config {
     // --- end of the Lumenore backend client ---
     /// Largest number of items kept in any array of a tool result; longer arrays are cut and the result
     /// says "truncated": true.
-    #[arg(long, env = "LUMENORE_MAX_RESULT_ROWS", default_value_t = 1000)]
+    #[arg(long, env = env::MAX_RESULT_ROWS, default_value_t = 1000)]
     pub max_result_rows: usize,
 
     /// Largest size in bytes of a tool result's JSON; larger results are cut and say "truncated": true.
-    #[arg(long, env = "LUMENORE_MAX_RESULT_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = env::MAX_RESULT_BYTES, default_value_t = 1024 * 1024)]
     pub max_result_bytes: usize,
 
     // --- HTTP server: request bodies, timeouts, connection limits (see `crate::http`) ---
     /// Largest accepted MCP request body in bytes; larger bodies get HTTP 413 (a larger declared
     /// Content-Length at once, before any of the body is read). The default holds the largest tool call
     /// (a 5,000-character question, every character escaped) with room for the envelope.
-    #[arg(long, env = "LUMENORE_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(long, env = env::MAX_REQUEST_BYTES, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 
     /// Time a client has to send a request head: from the connection's opening for its first request, and
     /// from the first byte of each later one. Slow or silent clients are disconnected.
-    #[arg(long, env = "LUMENORE_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = env::HEADER_READ_TIMEOUT, value_parser = parse_duration, default_value = "10s")]
     pub header_read_timeout: Duration,
 
     /// Time a client has to send an MCP request body once its head was read; a slower one gets HTTP 408.
-    #[arg(long, env = "LUMENORE_BODY_READ_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = env::BODY_READ_TIMEOUT, value_parser = parse_duration, default_value = "30s")]
     pub body_read_timeout: Duration,
 
     /// Time a kept-alive connection may wait for its next request before it is closed. Keep it above the
     /// idle timeout of a load balancer in front (60 s on most).
-    #[arg(long, env = "LUMENORE_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "75s")]
+    #[arg(long, env = env::IDLE_TIMEOUT, value_parser = parse_duration, default_value = "75s")]
     pub idle_timeout: Duration,
 
     /// Time an answer may wait for the client to accept any of its bytes (an HTTP/2 flow-control window
     /// kept at zero, or a socket the client does not read); then the connection is closed (HTTP/2 with
     /// GOAWAY). Also the time an HTTP/2 client has to answer a keep-alive PING.
-    #[arg(long, env = "LUMENORE_SEND_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    #[arg(long, env = env::SEND_TIMEOUT, value_parser = parse_duration, default_value = "20s")]
     pub send_timeout: Duration,
 
     /// Interval of HTTP/2 keep-alive PINGs on each connection (0s: none).
-    #[arg(long, env = "LUMENORE_HTTP2_KEEP_ALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = env::HTTP2_KEEP_ALIVE_INTERVAL, value_parser = parse_duration, default_value = "30s")]
     pub http2_keep_alive_interval: Duration,
 
     /// HTTP connections open at once. Near the cap the connection idle longest is closed to make room;
     /// over it a new one is answered 503 and closed. Kept below the open-files limit (raised to its hard
     /// limit at start): a larger value is lowered, with a warning.
-    #[arg(long, env = "LUMENORE_MAX_CONNECTIONS", default_value_t = 2048)]
+    #[arg(long, env = env::MAX_CONNECTIONS, default_value_t = 2048)]
     pub max_connections: usize,
 
     /// MCP requests with a body being received or served at once (after authentication); one more is
     /// answered 503 with Retry-After. Each holds its body and parsed message until its call is done, so
     /// with the body limit this bounds the memory requests can hold.
-    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BODY_READS", default_value_t = 64)]
+    #[arg(long, env = env::MAX_CONCURRENT_BODY_READS, default_value_t = 64)]
     pub max_concurrent_body_reads: usize,
 
     /// HTTP connections open at once from one client address (an IPv6 client by its /64 network); one
@@ -180,92 +184,92 @@ pub struct Config {
     /// --max-connections. 0: a quarter of --max-connections (as lowered at start), at least 8; at most
     /// --max-connections. Behind a proxy or ingress every client arrives from the proxy's address: raise it
     /// to --max-connections there.
-    #[arg(long, env = "LUMENORE_MAX_CONNECTIONS_PER_PEER", default_value_t = 0)]
+    #[arg(long, env = env::MAX_CONNECTIONS_PER_PEER, default_value_t = 0)]
     pub max_connections_per_peer: usize,
 
     /// Of --max-concurrent-body-reads, how many one caller may hold (the API key id or token subject; with
     /// --auth-mode none, the client address, so behind a proxy every caller is one); one more is answered
     /// 503 with Retry-After. 0: a quarter of --max-concurrent-body-reads, at least 2.
-    #[arg(long, env = "LUMENORE_MAX_BODY_READS_PER_CALLER", default_value_t = 0)]
+    #[arg(long, env = env::MAX_BODY_READS_PER_CALLER, default_value_t = 0)]
     pub max_body_reads_per_caller: usize,
 
     /// Of --max-concurrent-body-reads, how many one connection may hold (HTTP/2 streams); one more is
     /// answered 503 with Retry-After. 0: a quarter of --max-concurrent-body-reads, at least 2.
-    #[arg(long, env = "LUMENORE_MAX_BODY_READS_PER_CONNECTION", default_value_t = 0)]
+    #[arg(long, env = env::MAX_BODY_READS_PER_CONNECTION, default_value_t = 0)]
     pub max_body_reads_per_connection: usize,
 
     /// Slowest MCP request body accepted, in bytes per second: 5 s after a body began, and from then on, a
     /// body that has received fewer bytes than this rate times the seconds since it began is answered 408.
     /// 0: off (--body-read-timeout alone bounds a body).
-    #[arg(long, env = "LUMENORE_MIN_BODY_RATE", default_value_t = 1024)]
+    #[arg(long, env = env::MIN_BODY_RATE, default_value_t = 1024)]
     pub min_body_rate: u64,
     // --- end of the HTTP server block ---
     /// Largest backend response body read, in bytes; larger responses are a tool error.
-    #[arg(long, env = "LUMENORE_MAX_BACKEND_RESPONSE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, env = env::MAX_BACKEND_RESPONSE_BYTES, default_value_t = 32 * 1024 * 1024)]
     pub max_backend_response_bytes: usize,
 
     /// How often /readyz re-checks the backend credentials while ready (half that while not ready).
-    #[arg(long, env = "LUMENORE_READINESS_INTERVAL", value_parser = parse_duration, default_value = "15s")]
+    #[arg(long, env = env::READINESS_INTERVAL, value_parser = parse_duration, default_value = "15s")]
     pub readiness_interval: Duration,
 
     /// On SIGTERM/SIGINT: time given to in-flight calls to finish before the process exits.
-    #[arg(long, env = "LUMENORE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    #[arg(long, env = env::SHUTDOWN_GRACE, value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
 
     /// Log format on standard error.
-    #[arg(long, env = "LUMENORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// How MCP callers authenticate: none (anyone who reaches the port), api-keys (hashed keys in
     /// --api-keys-file) or oauth (JWT access tokens from --oauth-issuer).
-    #[arg(long, env = "LUMENORE_AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    #[arg(long, env = env::AUTH_MODE, value_enum, default_value_t = AuthMode::None)]
     pub auth_mode: AuthMode,
 
     /// With --auth-mode none, serve on a non-loopback address anyway (a warning is logged at start).
-    #[arg(long, env = "LUMENORE_ALLOW_UNAUTHENTICATED")]
+    #[arg(long, env = env::ALLOW_UNAUTHENTICATED)]
     pub allow_unauthenticated: bool,
 
     /// --auth-mode api-keys: the keys file (YAML or JSON: id, sha256 hash and tools of each key). It is
     /// re-read when it changes; an invalid new version keeps the last good keys.
-    #[arg(long, env = "LUMENORE_API_KEYS_FILE")]
+    #[arg(long, env = env::API_KEYS_FILE)]
     pub api_keys_file: Option<PathBuf>,
 
     /// --auth-mode api-keys: how often the keys file is checked for changes.
-    #[arg(long, env = "LUMENORE_API_KEYS_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, env = env::API_KEYS_RELOAD_INTERVAL, value_parser = parse_duration, default_value = "2s")]
     pub api_keys_reload_interval: Duration,
 
     /// --auth-mode oauth: the token issuer, compared exactly with the tokens' `iss` claim.
-    #[arg(long, env = "LUMENORE_OAUTH_ISSUER")]
+    #[arg(long, env = env::OAUTH_ISSUER)]
     pub oauth_issuer: Option<String>,
 
     /// --auth-mode oauth: the audience the tokens' `aud` claim must name. Default: --public-url.
-    #[arg(long, env = "LUMENORE_OAUTH_AUDIENCE")]
+    #[arg(long, env = env::OAUTH_AUDIENCE)]
     pub oauth_audience: Option<String>,
 
     /// --auth-mode oauth: the issuer's JWKS URL. Default: discovered from the issuer's
     /// /.well-known/openid-configuration or /.well-known/oauth-authorization-server metadata.
-    #[arg(long, env = "LUMENORE_OAUTH_JWKS_URL")]
+    #[arg(long, env = env::OAUTH_JWKS_URL)]
     pub oauth_jwks_url: Option<Url>,
 
     /// This connector's public MCP URL, e.g. https://mcp.example.com/mcp: the OAuth audience by default,
     /// and the `resource` of the protected-resource metadata. Required with --auth-mode oauth.
-    #[arg(long, env = "LUMENORE_PUBLIC_URL")]
+    #[arg(long, env = env::PUBLIC_URL)]
     pub public_url: Option<String>,
 
     /// Tool calls and `resources/read` requests per minute allowed to one caller (API key id or token
     /// subject); unset is unlimited.
-    #[arg(long, env = "LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE")]
+    #[arg(long, env = env::RATE_LIMIT_CALLER_PER_MINUTE)]
     pub rate_limit_caller_per_minute: Option<NonZeroU32>,
 
     /// Tool calls and `resources/read` requests per minute allowed to this pod as a whole (one pod serves
     /// one tenant); unset is unlimited.
-    #[arg(long, env = "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE")]
+    #[arg(long, env = env::RATE_LIMIT_TENANT_PER_MINUTE)]
     pub rate_limit_tenant_per_minute: Option<NonZeroU32>,
 
     /// Tool calls and `resources/read` requests running at once in this pod; one more is answered 429 at
     /// once. Each call holds at most
     /// about --max-result-bytes of parsed answer, so this bounds the memory answers can take.
-    #[arg(long, env = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", default_value = "64")]
+    #[arg(long, env = env::MAX_CONCURRENT_BACKEND_CALLS, default_value = "64")]
     pub max_concurrent_backend_calls: Option<NonZeroU32>,
 
     /// The memory limit the caps must fit in: `auto` (the cgroup's, v2 or v1), `none`, or a size (`256Mi`,
@@ -273,7 +277,7 @@ pub struct Config {
     /// connections × per-connection buffers + body reads × what a request holds) is printed and checked:
     /// --max-connections and --max-concurrent-body-reads left at their defaults are lowered to fit, and
     /// explicit values that do not fit stop the connector with the figures (see docs/hardening.md).
-    #[arg(long, env = "LUMENORE_MEMORY_LIMIT", default_value = "auto")]
+    #[arg(long, env = env::MEMORY_LIMIT, default_value = "auto")]
     pub memory_limit: MemoryLimitSetting,
 
     /// Which caps were set explicitly (flag or environment) rather than left at their defaults: only
@@ -321,6 +325,11 @@ pub enum AuthMode {
     /// OAuth 2.1 JWT access tokens.
     Oauth,
 }
+
+/// The refusal of `--backend embedded` by a connector built without its `embedded` feature.
+pub const EMBEDDED_NOT_BUILT: &str = "--backend (LUMENORE_BACKEND) embedded: this connector was built without \
+the embedded analytics engine (cargo feature `embedded`, on by default); use --backend lumenore, or a build \
+with the feature";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
@@ -372,9 +381,9 @@ fn parse_seconds_or_duration(value: &str) -> Result<Duration, String> {
 
 /// The original server's timeout variables and the options they stand for.
 pub const ORIGINAL_TIMEOUT_NAMES: [(&str, &str); 3] = [
-    ("connect_timeout", "CONNECT_TIMEOUT"),
-    ("request_timeout", "REQUEST_TIMEOUT"),
-    ("total_timeout", "TOTAL_TIMEOUT"),
+    ("connect_timeout", env::ORIGINAL_CONNECT_TIMEOUT),
+    ("request_timeout", env::ORIGINAL_REQUEST_TIMEOUT),
+    ("total_timeout", env::ORIGINAL_TOTAL_TIMEOUT),
 ];
 
 impl Config {
@@ -433,6 +442,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if let Some(error) = &self.original_names_error {
             return Err(error.clone());
+        }
+        if self.backend == BackendKind::Embedded && !cfg!(feature = "embedded") {
+            return Err(EMBEDDED_NOT_BUILT.into());
         }
         for (option, value) in [
             (
@@ -594,6 +606,36 @@ impl Config {
 mod tests {
     use super::*;
     use crate::test_support::env;
+
+    #[test]
+    fn the_embedded_backend_is_accepted_exactly_when_built_in() {
+        let mut config = Config::defaults();
+        config.backend = BackendKind::Embedded;
+        if cfg!(feature = "embedded") {
+            config.validate().unwrap();
+        } else {
+            assert_eq!(config.validate(), Err(EMBEDDED_NOT_BUILT.to_string()));
+        }
+    }
+
+    #[test]
+    fn the_command_line_reads_exactly_the_contracts_settings() {
+        // The operator sets only names the contract accepts; this holds the contract to what clap reads.
+        use clap::CommandFactory;
+        let read: std::collections::BTreeSet<String> = Config::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        let contract: std::collections::BTreeSet<String> = lumenore_contract::env::SETTINGS
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        assert_eq!(read, contract);
+        for credential in lumenore_contract::env::CREDENTIALS {
+            assert!(!read.contains(credential), "{credential} must have no flag");
+        }
+    }
 
     #[test]
     fn defaults_are_valid_and_documented_values() {

@@ -3,8 +3,9 @@
 //! `_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`); off otherwise, and then nothing below runs
 //! (one atomic load per request). The exporter and the tracer provider keep the SDK's defaults, which read
 //! `OTEL_EXPORTER_OTLP_HEADERS` (and `OTEL_EXPORTER_OTLP_TRACES_HEADERS`), `OTEL_TRACES_SAMPLER` and
-//! `OTEL_TRACES_SAMPLER_ARG`: the operator sets these (lumenore-operator's `CONNECTOR_OTEL_ENV`, checked
-//! against this file).
+//! `OTEL_TRACES_SAMPLER_ARG`: the operator sets these (lumenore-operator's `CONNECTOR_OTEL_ENV`, names from
+//! `lumenore_contract::env::otel`; the e2e test `the_operators_telemetry_settings_rule_the_connectors_export`
+//! runs this binary with them and checks the export follows them).
 //!
 //! Spans (semantic conventions for HTTP and for MCP):
 //! - `POST /mcp`, kind SERVER: one per HTTP request to /mcp; parent: the `traceparent` header.
@@ -34,6 +35,7 @@ use std::{
 
 use axum::{extract::Request, middleware::Next, response::Response};
 use futures::future::Either;
+use lumenore_contract::env::otel as vars;
 use opentelemetry::{
     Context, KeyValue,
     context::{FutureExt as _, WithContext},
@@ -78,18 +80,15 @@ pub fn tracer() -> Option<&'static SdkTracer> {
 /// the traces exporter is not `none`.
 pub fn configured(env: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
-    if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
+    if env(vars::SDK_DISABLED).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || env(vars::TRACES_EXPORTER).is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
     {
         return Ok(false);
     }
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+    if !set(vars::EXPORTER_OTLP_ENDPOINT) && !set(vars::EXPORTER_OTLP_TRACES_ENDPOINT) {
         return Ok(false);
     }
-    for name in [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
+    for name in [vars::EXPORTER_OTLP_TRACES_PROTOCOL, vars::EXPORTER_OTLP_PROTOCOL] {
         if let Some(protocol) = env(name).filter(|v| !v.trim().is_empty()) {
             if protocol.trim() != "http/protobuf" {
                 return Err(format!(
@@ -115,7 +114,7 @@ fn provider() -> Result<SdkTracerProvider, String> {
 /// connector's resource. [`init`] gives it the OTLP exporter; tests may give it an in-memory one.
 pub fn tracer_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
     let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    if std::env::var_os(vars::SERVICE_NAME).is_none() {
         resource = resource.with_service_name(SERVICE_NAME.to_string());
     }
     let resource = resource

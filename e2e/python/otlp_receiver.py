@@ -7,7 +7,10 @@ definitions (PyPI `opentelemetry-proto`) and prints one JSON object per span on 
 
     {"trace_id", "span_id", "parent_span_id", "name", "kind", "status", "status_message",
      "attributes": {...}, "events": [{"name", "attributes"}], "links": [{"trace_id", "span_id", "attributes"}],
-     "resource": {...}, "scope": "..."}
+     "resource": {...}, "scope": "...", "request_headers": {...}}
+
+where `request_headers` holds the export request's `x-*` headers (lower-cased names), the ones
+OTEL_EXPORTER_OTLP_HEADERS adds.
 
 The first line is `listening PORT`. Anything that does not decode is answered 400 and reported as
 `{"error": ...}`. Stops on stdin EOF or SIGTERM.
@@ -72,6 +75,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(400)
             self.end_headers()
             return
+        extra = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-")}
         for rs in request.resource_spans:
             resource = attrs(rs.resource.attributes)
             for ss in rs.scope_spans:
@@ -90,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
                                    "attributes": attrs(l.attributes)} for l in s.links],
                         "resource": resource,
                         "scope": ss.scope.name,
+                        "request_headers": extra,
                     })
         out = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)

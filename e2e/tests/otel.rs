@@ -465,3 +465,112 @@ async fn without_an_endpoint_nothing_is_exported_and_a_grpc_protocol_is_refused(
         "{stderr}"
     );
 }
+
+/// The running whole of the operator's telemetry settings: the environment `lumenore-operator` builds for
+/// a tenant's connector pod (`builders::connector_env`, the very function the reconciler uses) runs the
+/// real connector binary, with what the kubelet would do done by hand (Secret references resolved, the
+/// port moved to loopback). The export then follows the custom resource: the collector gets the Secret's
+/// header, the default `service.name`, and `samplingRatio: 0` samples no trace the connector starts while
+/// a caller's sampled trace is kept (parent-based). The header's value is in no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_telemetry_settings_rule_the_connectors_export() {
+    use lumenore_operator::{builders, crd::LumenoreConnector};
+    const HEADER_SECRET: &str = "otlp-canary-5c1d";
+    install_crypto_provider();
+    let Some(receiver) = Receiver::start() else { return };
+    let lc: LumenoreConnector = serde_json::from_value(json!({
+        "apiVersion": "lumenore.io/v1alpha1",
+        "kind": "LumenoreConnector",
+        "metadata": {"name": "demo", "namespace": "tenants", "uid": "uid-demo", "generation": 1},
+        "spec": {
+            "tenant": "demo",
+            "region": {"cloud": "oci", "name": "eu-frankfurt-1"},
+            "backend": "embedded",
+            "network": {"extraAllowedHosts": ["127.0.0.1"]},
+            "telemetry": {"otlp": {
+                "endpoint": receiver.endpoint(),
+                "headersSecretRef": {"name": "demo-otlp", "key": "headers"},
+                "samplingRatio": 0.0
+            }}
+        }
+    }))
+    .expect("a valid LumenoreConnector");
+
+    let mut spec = ConnectorSpec {
+        env: Vec::new(),
+        args: Vec::new(),
+    };
+    for var in builders::connector_env(&lc) {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(from)) => {
+                let secret = from.secret_key_ref.as_ref().expect("only Secret references");
+                assert_eq!(
+                    (secret.name.as_str(), secret.key.as_str()),
+                    ("demo-otlp", "headers")
+                );
+                format!("x-tenant-token={HEADER_SECRET}")
+            }
+            (None, None) => String::new(),
+        };
+        // The harness gives the process a loopback port instead of the pod's 0.0.0.0:8080.
+        if var.name != lumenore_contract::env::LISTEN {
+            spec = spec.env(&var.name, &value);
+        }
+    }
+    assert!(
+        spec.env
+            .iter()
+            .any(|(name, value)| name == "OTEL_TRACES_SAMPLER_ARG" && value == "0"),
+        "{:?}",
+        spec.env
+    );
+    // Not from the operator: export every 100 ms instead of every 5 s, so the test is quick.
+    let mut connector = Connector::start(spec.env("OTEL_BSP_SCHEDULE_DELAY", "100")).await;
+    connector
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect("ready with the operator's environment");
+
+    let call = |id: u32| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "get_dataset_metadata", "arguments": {}}})
+    };
+    // A trace the connector starts: ratio 0 samples it out.
+    let answer = post(&connector.mcp, None, call(1)).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    // A caller's sampled trace: parent-based, kept. The batch exporter sends in order, so once these
+    // spans are in, spans of the first call would be in too.
+    let answer = post(
+        &connector.mcp,
+        Some(&format!("00-{TRACE_ID}-{HTTP_PARENT}-01")),
+        call(2),
+    )
+    .await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let spans = receiver
+        .wait_for("the spans of the caller's sampled trace", |spans| {
+            find(spans, |s| s["trace_id"] == TRACE_ID).len() >= 2
+        })
+        .await;
+    let foreign = find(&spans, |s| s["trace_id"] != TRACE_ID);
+    assert!(
+        foreign.is_empty(),
+        "samplingRatio 0 exported a trace the connector started: {foreign:#?}"
+    );
+    for span in &spans {
+        assert_eq!(
+            span["request_headers"]["x-tenant-token"], HEADER_SECRET,
+            "{span:#}"
+        );
+        assert_eq!(
+            span["resource"]["service.name"], "lumenore-connector-demo",
+            "{span:#}"
+        );
+    }
+    let logs = connector.stop(Duration::from_secs(10)).await.logs;
+    assert!(
+        !logs.contains(HEADER_SECRET),
+        "the OTLP header's value was logged:\n{logs}"
+    );
+}

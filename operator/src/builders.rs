@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use lumenore_contract::env as cenv;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -207,79 +209,73 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// Environment of the connector container (the connector's configuration contract).
+/// Environment of the connector container: only names of the connector's contract (`lumenore_contract::env`).
 pub fn connector_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
     let spec = &lc.spec;
     let mut out = vec![
-        env("LUMENORE_LISTEN", format!("0.0.0.0:{CONNECTOR_PORT}")),
-        env("LUMENORE_BACKEND", spec.backend.as_str()),
-        env("LUMENORE_LOG_FORMAT", "json"),
-        env("LUMENORE_ALLOWED_HOSTS", allowed_hosts(lc).join(",")),
+        env(cenv::LISTEN, format!("0.0.0.0:{CONNECTOR_PORT}")),
+        env(cenv::BACKEND, spec.backend.as_str()),
+        env(cenv::LOG_FORMAT, "json"),
+        env(cenv::ALLOWED_HOSTS, allowed_hosts(lc).join(",")),
     ];
     if !spec.network.allowed_origins.is_empty() {
-        out.push(env(
-            "LUMENORE_ALLOWED_ORIGINS",
-            spec.network.allowed_origins.join(","),
-        ));
+        out.push(env(cenv::ALLOWED_ORIGINS, spec.network.allowed_origins.join(",")));
     }
     if spec.backend == Backend::Lumenore {
-        out.push(env("SERVER_URL", spec.server_url.clone()));
+        out.push(env(cenv::SERVER_URL, spec.server_url.clone()));
     }
     if let Some(creds) = &spec.credentials {
         for (var, key) in creds.keys() {
             out.push(secret_env(var, &creds.secret_name, key));
         }
     }
-    out.push(env("LUMENORE_AUTH_MODE", spec.auth.mode.env_value()));
+    out.push(env(cenv::AUTH_MODE, spec.auth.mode.env_value()));
     match spec.auth.mode {
-        AuthMode::None => out.push(env("LUMENORE_ALLOW_UNAUTHENTICATED", "true")),
+        AuthMode::None => out.push(env(cenv::ALLOW_UNAUTHENTICATED, "true")),
         AuthMode::ApiKeys => {
             if let Some(keys) = &spec.auth.api_keys {
-                out.push(env(
-                    "LUMENORE_API_KEYS_FILE",
-                    format!("{API_KEYS_DIR}/{}", keys.key),
-                ));
+                out.push(env(cenv::API_KEYS_FILE, format!("{API_KEYS_DIR}/{}", keys.key)));
             }
         }
         AuthMode::Oauth => {
             if let Some(o) = &spec.auth.oauth {
-                out.push(env("LUMENORE_OAUTH_ISSUER", o.issuer.clone()));
-                out.push(env("LUMENORE_OAUTH_AUDIENCE", o.audience.clone()));
+                out.push(env(cenv::OAUTH_ISSUER, o.issuer.clone()));
+                out.push(env(cenv::OAUTH_AUDIENCE, o.audience.clone()));
                 if let Some(j) = &o.jwks_url {
-                    out.push(env("LUMENORE_OAUTH_JWKS_URL", j.clone()));
+                    out.push(env(cenv::OAUTH_JWKS_URL, j.clone()));
                 }
             }
         }
     }
     out.push(env(
-        "LUMENORE_PUBLIC_URL",
+        cenv::PUBLIC_URL,
         spec.public_url.clone().unwrap_or_else(|| endpoint(lc)),
     ));
     out.extend(otel_env(lc));
     if let Some(r) = &spec.rate_limits {
         if let Some(v) = r.per_caller_per_minute {
-            out.push(env("LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE", v.to_string()));
+            out.push(env(cenv::RATE_LIMIT_CALLER_PER_MINUTE, v.to_string()));
         }
         if let Some(v) = r.tenant_per_minute {
-            out.push(env("LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE", v.to_string()));
+            out.push(env(cenv::RATE_LIMIT_TENANT_PER_MINUTE, v.to_string()));
         }
         if let Some(v) = r.max_concurrent_backend_calls {
-            out.push(env("LUMENORE_MAX_CONCURRENT_BACKEND_CALLS", v.to_string()));
+            out.push(env(cenv::MAX_CONCURRENT_BACKEND_CALLS, v.to_string()));
         }
     }
     out
 }
 
-/// The OpenTelemetry variables the connector honours (read by its `otel` module and the OpenTelemetry
-/// SDK it configures), of which [`otel_env`] sets some. A test checks each against the connector's
-/// source, so the two cannot drift.
+/// The OpenTelemetry variables [`otel_env`] may set, all of them ones the connector honours
+/// (`lumenore_contract::env::otel`; the e2e test `the_operators_telemetry_settings_rule_the_connectors_export`
+/// runs the connector with them).
 pub const CONNECTOR_OTEL_ENV: [&str; 6] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_SERVICE_NAME",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
+    cenv::otel::EXPORTER_OTLP_ENDPOINT,
+    cenv::otel::EXPORTER_OTLP_PROTOCOL,
+    cenv::otel::EXPORTER_OTLP_HEADERS,
+    cenv::otel::SERVICE_NAME,
+    cenv::otel::TRACES_SAMPLER,
+    cenv::otel::TRACES_SAMPLER_ARG,
 ];
 
 /// `service.name` of the connector's spans: `spec.telemetry.otlp.serviceName`, else
@@ -300,16 +296,19 @@ pub fn otel_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
         return Vec::new();
     };
     let mut out = vec![
-        env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.clone()),
-        env("OTEL_EXPORTER_OTLP_PROTOCOL", otlp.protocol.as_str()),
-        env("OTEL_SERVICE_NAME", otel_service_name(lc).unwrap_or_default()),
+        env(cenv::otel::EXPORTER_OTLP_ENDPOINT, otlp.endpoint.clone()),
+        env(cenv::otel::EXPORTER_OTLP_PROTOCOL, otlp.protocol.as_str()),
+        env(
+            cenv::otel::SERVICE_NAME,
+            otel_service_name(lc).unwrap_or_default(),
+        ),
     ];
     if let Some(h) = &otlp.headers_secret_ref {
-        out.push(secret_env("OTEL_EXPORTER_OTLP_HEADERS", &h.name, &h.key));
+        out.push(secret_env(cenv::otel::EXPORTER_OTLP_HEADERS, &h.name, &h.key));
     }
     if let Some(ratio) = otlp.sampling_ratio {
-        out.push(env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"));
-        out.push(env("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
+        out.push(env(cenv::otel::TRACES_SAMPLER, "parentbased_traceidratio"));
+        out.push(env(cenv::otel::TRACES_SAMPLER_ARG, ratio.to_string()));
     }
     out
 }

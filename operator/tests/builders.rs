@@ -120,56 +120,14 @@ fn telemetry_sets_the_otel_variables_and_opens_the_collector_port() {
     assert!(!env.keys().any(|k| k.starts_with("OTEL_")), "{env:?}");
 }
 
-/// The OTEL_* variables the operator may set are the ones the connector honours: those its `otel`
-/// module reads itself (quoted in its code) and those the OpenTelemetry SDK reads because the connector
-/// keeps the SDK's defaults (named in the module's documentation, and no code overriding them).
+/// The OTEL_* variables the operator may set are ones the connector honours (`lumenore_contract::env::otel`;
+/// the e2e test `the_operators_telemetry_settings_rule_the_connectors_export` runs the connector with the
+/// variables built here and checks its export follows them).
 #[test]
 fn every_otel_variable_set_on_the_connector_is_one_it_honours() {
-    let otel = include_str!("../../connector/src/otel.rs");
-    let direct = [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_SERVICE_NAME",
-    ];
-    let through_sdk = [
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        "OTEL_TRACES_SAMPLER",
-        "OTEL_TRACES_SAMPLER_ARG",
-    ];
-    for v in direct {
-        assert!(
-            otel.contains(&format!("\"{v}\"")),
-            "connector/src/otel.rs does not read {v}"
-        );
+    for name in builders::CONNECTOR_OTEL_ENV {
+        assert!(lumenore_contract::env::otel::ALL.contains(&name), "{name}");
     }
-    for v in through_sdk {
-        assert!(
-            otel.contains(&format!("`{v}`")),
-            "connector/src/otel.rs does not name {v}"
-        );
-    }
-    for overriding in [
-        "with_sampler(",
-        "with_headers(",
-        "with_endpoint(",
-        "with_protocol(",
-    ] {
-        assert!(
-            !otel.contains(overriding),
-            "the connector sets {overriding}...) in code: the environment no longer rules"
-        );
-    }
-    // The one protocol the operator may set is the one the connector accepts.
-    assert!(
-        otel.contains("!= \"http/protobuf\""),
-        "the connector's protocol check changed"
-    );
-    let mut listed: Vec<&str> = builders::CONNECTOR_OTEL_ENV.to_vec();
-    listed.sort_unstable();
-    let mut known: Vec<&str> = direct.into_iter().chain(through_sdk).collect();
-    known.sort_unstable();
-    assert_eq!(listed, known);
-
     let mut set = std::collections::BTreeSet::new();
     let mut named = telemetry_spec();
     named["telemetry"]["otlp"]["serviceName"] = json!("mcp-globex");
@@ -635,27 +593,6 @@ fn a_user_zone_spread_replaces_the_operators_instead_of_duplicating_it() {
 /// `env = "..."` attributes and the credential variables it reads directly), so the two cannot drift.
 #[test]
 fn every_env_var_set_on_the_connector_is_one_it_accepts() {
-    let source = include_str!("../../connector/src/config.rs");
-    let mut accepted: std::collections::BTreeSet<String> = source
-        .split("env = \"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_string)
-        .collect();
-    // `pub const ENV_CLIENT_ID: &str = "LUMENORE_CLIENT_ID";` and the like.
-    for line in source
-        .lines()
-        .filter(|l| l.trim_start().starts_with("pub const ENV_"))
-    {
-        if let Some(v) = line.split('"').nth(1) {
-            accepted.insert(v.to_string());
-        }
-    }
-    assert!(
-        accepted.contains("LUMENORE_LISTEN") && accepted.contains("LUMENORE_SECRET"),
-        "{accepted:?}"
-    );
-
     let mut oauth = oauth_suspended_spec();
     oauth["rateLimits"] =
         json!({"perCallerPerMinute": 1, "tenantPerMinute": 2, "maxConcurrentBackendCalls": 3});
@@ -670,14 +607,16 @@ fn every_env_var_set_on_the_connector_is_one_it_accepts() {
     ] {
         let lc = connector("tenants", "acme", spec);
         for e in builders::connector_env(&lc) {
-            // OTEL_* are read from the environment by the connector's otel module and the
-            // OpenTelemetry SDK, not through clap: every_otel_variable_set_on_the_connector_is_one_it_honours.
-            if !builders::CONNECTOR_OTEL_ENV.contains(&e.name.as_str()) {
-                set.insert(e.name);
-            }
+            set.insert(e.name);
         }
     }
-    assert!(set.len() >= 18, "every option exercised: {set:?}");
-    let unknown: Vec<&String> = set.iter().filter(|n| !accepted.contains(*n)).collect();
+    assert!(set.len() >= 24, "every option exercised: {set:?}");
+    // `lumenore_contract::env` is the set the connector's command line reads (held to it by the
+    // connector's test `the_command_line_reads_exactly_the_contracts_settings`), plus the credentials and
+    // the OpenTelemetry variables it honours.
+    let unknown: Vec<&String> = set
+        .iter()
+        .filter(|n| !lumenore_contract::env::accepted(n))
+        .collect();
     assert!(unknown.is_empty(), "the connector does not read {unknown:?}");
 }

@@ -3,48 +3,8 @@
 
 use crate::plan::{Compare, Plan};
 
-/// The analysis tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AnalysisKind {
-    Trend,
-    Prediction,
-    Outlier,
-    Correlation,
-    Change,
-    Pareto,
-}
-
-impl AnalysisKind {
-    pub const ALL: [AnalysisKind; 6] = [
-        AnalysisKind::Trend,
-        AnalysisKind::Prediction,
-        AnalysisKind::Outlier,
-        AnalysisKind::Correlation,
-        AnalysisKind::Change,
-        AnalysisKind::Pareto,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnalysisKind::Trend => "trend",
-            AnalysisKind::Prediction => "prediction",
-            AnalysisKind::Outlier => "outlier",
-            AnalysisKind::Correlation => "correlation",
-            AnalysisKind::Change => "change",
-            AnalysisKind::Pareto => "pareto",
-        }
-    }
-    /// The MCP tool answering this kind.
-    pub fn tool(self) -> &'static str {
-        match self {
-            AnalysisKind::Trend => "get_trend_data",
-            AnalysisKind::Prediction => "get_prediction_data",
-            AnalysisKind::Outlier => "get_outlier_data",
-            AnalysisKind::Correlation => "get_correlation_data",
-            AnalysisKind::Change => "get_change_data",
-            AnalysisKind::Pareto => "get_pareto_data",
-        }
-    }
-}
+/// The analysis tools: defined in the fleet's contract, shared with the connector.
+pub use lumenore_contract::AnalysisKind;
 
 /// The tool a question is asked through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Where answers come from. Two backends answer the same calls: the tenant's Lumenore server over HTTPS,
 //! and the embedded engine over local datasets.
 
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod lumenore;
 
@@ -130,6 +131,7 @@ pub enum Readiness {
 /// The configured backend.
 pub enum Backend {
     Lumenore(Box<lumenore::LumenoreBackend>),
+    #[cfg(feature = "embedded")]
     Embedded(embedded::EmbeddedBackend),
 }
 
@@ -143,6 +145,7 @@ impl Backend {
     ) -> Result<Answer, BackendError> {
         match self {
             Backend::Lumenore(backend) => backend.call(call, progress).await,
+            #[cfg(feature = "embedded")]
             Backend::Embedded(backend) => backend.call(call).await.map(Answer::from),
         }
     }
@@ -150,6 +153,7 @@ impl Backend {
     pub async fn check_readiness(&self) -> Readiness {
         match self {
             Backend::Lumenore(backend) => backend.check_readiness().await,
+            #[cfg(feature = "embedded")]
             Backend::Embedded(_) => Readiness::Ready,
         }
     }
@@ -157,6 +161,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Lumenore(_) => "lumenore",
+            #[cfg(feature = "embedded")]
             Backend::Embedded(_) => "embedded",
         }
     }

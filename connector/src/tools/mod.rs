@@ -11,50 +11,19 @@ use serde_json::{Value, json};
 
 pub use validate::{ToolCall, ValidationError, validate_call};
 
-/// The six analytics tools share one argument shape and one backend endpoint family. Defined once, by the
-/// embedded engine, which answers them too.
-pub use lumenore_embedded::AnalysisKind;
+/// The tool names, the analysis kinds and the typed call are the fleet's contract
+/// (`lumenore-contract`): the embedded engine answers them and the operator's tests name them too.
+pub use lumenore_contract::{AnalysisKind, ToolName};
 
-/// One of the nine tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ToolName {
-    GetDatasetMetadata,
-    GetMetadataInfo,
-    NlqToData,
-    Analysis(AnalysisKind),
+/// What MCP says about a tool: its definition, made from the contract's name.
+trait ToolText {
+    fn title(self) -> &'static str;
+    fn description(self) -> &'static str;
+    fn input_schema(self) -> Value;
+    fn has_chart_view(self) -> bool;
 }
 
-impl ToolName {
-    pub const ALL: [ToolName; 9] = [
-        ToolName::GetDatasetMetadata,
-        ToolName::GetMetadataInfo,
-        ToolName::NlqToData,
-        ToolName::Analysis(AnalysisKind::Trend),
-        ToolName::Analysis(AnalysisKind::Prediction),
-        ToolName::Analysis(AnalysisKind::Outlier),
-        ToolName::Analysis(AnalysisKind::Correlation),
-        ToolName::Analysis(AnalysisKind::Change),
-        ToolName::Analysis(AnalysisKind::Pareto),
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ToolName::GetDatasetMetadata => "get_dataset_metadata",
-            ToolName::GetMetadataInfo => "get_metadata_info",
-            ToolName::NlqToData => "nlq_to_data",
-            ToolName::Analysis(AnalysisKind::Trend) => "get_trend_data",
-            ToolName::Analysis(AnalysisKind::Prediction) => "get_prediction_data",
-            ToolName::Analysis(AnalysisKind::Outlier) => "get_outlier_data",
-            ToolName::Analysis(AnalysisKind::Correlation) => "get_correlation_data",
-            ToolName::Analysis(AnalysisKind::Change) => "get_change_data",
-            ToolName::Analysis(AnalysisKind::Pareto) => "get_pareto_data",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<ToolName> {
-        ToolName::ALL.into_iter().find(|tool| tool.as_str() == name)
-    }
-
+impl ToolText for ToolName {
     fn title(self) -> &'static str {
         match self {
             ToolName::GetDatasetMetadata => "List datasets",
@@ -148,24 +117,24 @@ impl ToolName {
     fn has_chart_view(self) -> bool {
         matches!(self, ToolName::NlqToData | ToolName::Analysis(_))
     }
+}
 
-    /// The MCP tool definition.
-    pub fn definition(self) -> Tool {
-        let annotations = ToolAnnotations::with_title(self.title())
-            .read_only(true)
-            .destructive(false)
-            .idempotent(true)
-            // The Lumenore backend is a closed system of the tenant's own data, not the open web.
-            .open_world(false);
-        let mut tool = Tool::new(self.as_str(), self.description(), as_object(self.input_schema()))
-            .with_title(self.title())
-            .with_annotations(annotations);
-        tool = tool.with_raw_output_schema(as_object(envelope::output_schema()));
-        if self.has_chart_view() {
-            tool = tool.with_meta(crate::ui::tool_meta());
-        }
-        tool
+/// The MCP tool definition of `name`.
+pub fn definition(name: ToolName) -> Tool {
+    let annotations = ToolAnnotations::with_title(name.title())
+        .read_only(true)
+        .destructive(false)
+        .idempotent(true)
+        // The Lumenore backend is a closed system of the tenant's own data, not the open web.
+        .open_world(false);
+    let mut tool = Tool::new(name.as_str(), name.description(), as_object(name.input_schema()))
+        .with_title(name.title())
+        .with_annotations(annotations);
+    tool = tool.with_raw_output_schema(as_object(envelope::output_schema()));
+    if name.has_chart_view() {
+        tool = tool.with_meta(crate::ui::tool_meta());
     }
+    tool
 }
 
 fn as_object(value: Value) -> Arc<JsonObject> {
@@ -178,20 +147,12 @@ fn as_object(value: Value) -> Arc<JsonObject> {
 
 /// All nine tool definitions, in a stable order.
 pub fn definitions() -> Vec<Tool> {
-    ToolName::ALL.into_iter().map(ToolName::definition).collect()
+    ToolName::ALL.into_iter().map(definition).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for tool in ToolName::ALL {
-            assert_eq!(ToolName::parse(tool.as_str()), Some(tool));
-        }
-        assert_eq!(ToolName::parse("drop_tables"), None);
-    }
 
     #[test]
     fn tool_contract_snapshot() {

@@ -4,42 +4,15 @@
 use rmcp::model::JsonObject;
 use serde_json::Value;
 
-use super::{AnalysisKind, ToolName};
+use super::ToolName;
 
 /// Longest accepted question, in characters.
 pub const MAX_QUERY_CHARS: usize = 5000;
 
-/// One tool call, parsed once: the tool and its validated arguments in one value, so a tool can never be
-/// paired with another tool's arguments. The handler hands this same value to the backend (`Backend::call`).
-/// It lives here, not in the backend module, because the backend already depends on `tools` (the result
-/// envelope and limits) and `tools` on no backend: one way, no import loop.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToolCall {
-    DatasetMetadata,
-    MetadataInfo {
-        schema_id: i64,
-    },
-    NlqToData {
-        user_query: String,
-        schema_id: i64,
-    },
-    Analysis {
-        kind: AnalysisKind,
-        user_query: String,
-        schema_id: i64,
-    },
-}
-
-impl ToolCall {
-    pub fn tool(&self) -> ToolName {
-        match self {
-            ToolCall::DatasetMetadata => ToolName::GetDatasetMetadata,
-            ToolCall::MetadataInfo { .. } => ToolName::GetMetadataInfo,
-            ToolCall::NlqToData { .. } => ToolName::NlqToData,
-            ToolCall::Analysis { kind, .. } => ToolName::Analysis(*kind),
-        }
-    }
-}
+/// One tool call, parsed once: the tool and its validated arguments in one value (`lumenore-contract`), so
+/// a tool can never be paired with another tool's arguments. The handler hands this same value to the
+/// backend (`Backend::call`).
+pub use lumenore_contract::ToolCall;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {rule}")]

@@ -351,13 +351,13 @@ impl Credentials {
     pub fn keys(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
         if let Some(k) = &self.client_id_key {
-            out.push(("LUMENORE_CLIENT_ID", k.as_str()));
+            out.push((lumenore_contract::env::CLIENT_ID, k.as_str()));
         }
         if let Some(k) = &self.client_secret_key {
-            out.push(("LUMENORE_SECRET", k.as_str()));
+            out.push((lumenore_contract::env::SECRET, k.as_str()));
         }
         if let Some(k) = &self.api_token_key {
-            out.push(("LUMENORE_API_KEY", k.as_str()));
+            out.push((lumenore_contract::env::API_KEY, k.as_str()));
         }
         out
     }
