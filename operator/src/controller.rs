@@ -11,14 +11,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::inputs::referenced_secrets;
 use crate::reconcile::{Context, Guarded, error_policy, reconcile};
-use crate::rollout::LumenoreFleetRollout;
 
 /// Label selecting the Deployments this operator manages.
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=lumenore-operator";
@@ -154,12 +153,13 @@ pub async fn run_one(
     ctx: Arc<Context>,
     ns: Option<String>,
     cache: TenantCache,
-    rollouts: Option<ReflectHandle<LumenoreFleetRollout>>,
+    rollouts: Option<crate::rollout::feed::RolloutUpdates>,
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
     let client = ctx.client.clone();
     let (store, writer) = cache;
+    ctx.register_cache(store.clone());
     let ns = ns.as_deref();
     let connectors: Api<Guarded> = api_for(&client, ns);
     // Metadata-only watches: the operator never holds Deployment specs or Secret data in memory.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use kube::api::{Api, ListParams};
-use kube::runtime::reflector::{self, ReflectHandle};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,7 @@ use crate::controller::{self, TenantCache};
 use crate::reconcile::Context;
 use crate::rollout::LumenoreFleetRollout;
 use crate::rollout::controller::{self as rollout_controller, RolloutContext};
+use crate::rollout::feed::{Feed, RolloutUpdates};
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -90,7 +91,7 @@ fn tenant_caches(ctx: &Context, namespaces: &[String]) -> Vec<(Option<String>, T
 async fn run_tenants(
     ctx: Arc<Context>,
     caches: Vec<(Option<String>, TenantCache)>,
-    mut rollouts: Vec<ReflectHandle<LumenoreFleetRollout>>,
+    mut rollouts: Vec<RolloutUpdates>,
     concurrency: u16,
     stop: CancellationToken,
 ) {
@@ -147,11 +148,12 @@ async fn run_with_rollouts(
     api: Api<LumenoreFleetRollout>,
     shutdown: CancellationToken,
 ) {
-    let (reader, writer) = reflector::store_shared::<LumenoreFleetRollout>(256);
+    let (reader, writer) = reflector::store::<LumenoreFleetRollout>();
     let caches = tenant_caches(&ctx, &config.namespaces);
-    // One subscriber per consumer: an unread subscriber would hold the shared stream back.
-    let mut subs: Vec<ReflectHandle<LumenoreFleetRollout>> =
-        (0..=caches.len()).filter_map(|_| writer.subscribe()).collect();
+    // One subscriber per consumer (the rollout controller, each tenant controller); see rollout::feed for
+    // why not kube-runtime's shared reflector.
+    let feed = Feed::new(reader.clone(), 256);
+    let mut subs: Vec<RolloutUpdates> = (0..=caches.len()).map(|_| feed.subscribe()).collect();
     let own = subs.pop();
     ctx.fleet.set_rollouts(reader.clone());
     let reflect = watcher(
@@ -159,8 +161,13 @@ async fn run_with_rollouts(
         controller::with_watch_timeout(watcher::Config::default(), &ctx),
     )
     .default_backoff()
-    .reflect_shared(writer)
-    .for_each(|_| future::ready(()));
+    .reflect(writer)
+    .for_each(|event| {
+        if let Ok(event) = &event {
+            feed.observe(event);
+        }
+        future::ready(())
+    });
 
     let mut rctx = RolloutContext::new(
         ctx.client.clone(),

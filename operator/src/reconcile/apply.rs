@@ -87,7 +87,10 @@ pub(super) async fn apply_children(
     let deployment = apply(client, manager, ns, &children.deployment)
         .await
         .child("Deployment")?;
-    lock(&ctx.replicas_owned).insert(key, owns_replicas(&deployment, manager));
+    let owned = owns_replicas(&deployment, manager);
+    ctx.while_cached(&key, || {
+        lock(&ctx.replicas_owned).insert(key.clone(), owned);
+    });
     Ok(deployment)
 }
 

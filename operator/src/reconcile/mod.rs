@@ -20,6 +20,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use crate::builders::{self, BuildInputs};
@@ -93,6 +94,12 @@ pub struct Context {
     replicas_owned: Mutex<HashMap<String, bool>>,
     /// Fleet rollouts and tenant caches (the image each tenant should run).
     pub fleet: Arc<crate::rollout::FleetView>,
+    /// The tenant caches the controllers read (registered by `controller::run_one`). State about an
+    /// object is kept only while a cache holds it: a reconcile still running when its object was
+    /// deleted, or re-listed away, must not bring back what [`Context::forget`] dropped.
+    caches: Mutex<Vec<Store<Guarded>>>,
+    /// Makes [`Context::forget`] and the check-then-keep of [`Context::while_cached`] one step each.
+    liveness: Mutex<()>,
 }
 
 impl Context {
@@ -107,12 +114,41 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             replicas_owned: Mutex::new(HashMap::new()),
             fleet: Arc::new(crate::rollout::FleetView::new()),
+            caches: Mutex::new(Vec::new()),
+            liveness: Mutex::new(()),
+        }
+    }
+
+    /// A tenant cache whose objects' state may be kept (see [`Context::while_cached`]).
+    pub fn register_cache(&self, cache: Store<Guarded>) {
+        lock(&self.caches).push(cache);
+    }
+
+    /// Whether a registered cache holds object `key` (`namespace/name`). With none registered (no
+    /// controller runs: unit tests, benchmarks) every object counts as held.
+    fn cached(&self, key: &str) -> bool {
+        let caches = lock(&self.caches);
+        let Some((ns, name)) = key.split_once('/') else {
+            return true;
+        };
+        let reference = ObjectRef::<Guarded>::new(name).within(ns);
+        caches.is_empty() || caches.iter().any(|cache| cache.get(&reference).is_some())
+    }
+
+    /// Run `keep`, which records state about object `key`, only while a cache holds the object. The
+    /// cache drops an object before its Delete or re-list reaches [`Context::forget`], and both take
+    /// the same lock: so a reconcile that ends after its object was forgotten keeps nothing.
+    fn while_cached(&self, key: &str, keep: impl FnOnce()) {
+        let _one_step = lock(&self.liveness);
+        if self.cached(key) {
+            keep();
         }
     }
 
     /// Forget everything kept for object `key` (it was deleted): its gauges, backoff count,
     /// remembered conditions and replicas ownership.
     pub fn forget(&self, key: &str) {
+        let _one_step = lock(&self.liveness);
         self.metrics.set_conditions(key, None);
         self.metrics.stages.set_conditions(key, None);
         self.remember_conditions(key, None);
@@ -261,12 +297,13 @@ pub fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action
         Err(inv) => key_of(&inv.metadata),
     };
     ctx.metrics.failure(err.reason());
-    let n = {
-        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(key.clone()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let mut n = 1;
+    ctx.while_cached(&key, || {
+        let mut f = lock(&ctx.failures);
+        let count = f.entry(key.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        n = *count;
+    });
     let delay = backoff_delay(&ctx.config, n);
     tracing::warn!(object = %key, reason = err.reason(), error = %err, attempt = n, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

@@ -121,19 +121,22 @@ pub(super) async fn put_status(
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.metrics.set_conditions(
-        &key,
-        Some(
-            new.conditions
-                .iter()
-                .map(|c| (c.type_.clone(), c.status.clone()))
-                .collect(),
-        ),
-    );
-    ctx.metrics
-        .stages
-        .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
-    ctx.remember_conditions(&key, Some(new.conditions.clone()));
+    // An unchanged status is not written, so no 404 tells of a deletion: the cache does.
+    ctx.while_cached(&key, || {
+        ctx.metrics.set_conditions(
+            &key,
+            Some(
+                new.conditions
+                    .iter()
+                    .map(|c| (c.type_.clone(), c.status.clone()))
+                    .collect(),
+            ),
+        );
+        ctx.metrics
+            .stages
+            .set_conditions(&key, Some(observe::condition_reasons(&new.conditions)));
+        ctx.remember_conditions(&key, Some(new.conditions.clone()));
+    });
     publish_transitions(ctx, reference, old_conditions, &new.conditions).await;
     Ok(())
 }

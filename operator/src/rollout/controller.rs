@@ -12,12 +12,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::crd::{LumenoreFleetRollout, LumenoreFleetRolloutStatus, Phase};
 use super::decide::{self, Input, TenantReport};
+use super::feed::RolloutUpdates;
 use super::fleet::{FleetView, active_of, reported_image};
 use super::plan::TenantId;
 use crate::crd::Guarded;
@@ -272,10 +273,11 @@ pub fn follow_rollouts(
     fleet: Arc<FleetView>,
     default_image: String,
     store: Store<Guarded>,
-    rollouts: ReflectHandle<LumenoreFleetRollout>,
+    rollouts: RolloutUpdates,
 ) -> Controller<Guarded> {
     let last = Mutex::new(None::<u64>);
-    controller.watches_shared_stream(rollouts, move |r: Arc<LumenoreFleetRollout>| {
+    let rollouts = rollouts.map(|r| Ok::<_, kube::runtime::watcher::Error>(LumenoreFleetRollout::clone(&r)));
+    controller.watches_stream(rollouts, move |r: LumenoreFleetRollout| {
         let is_active = fleet.active().is_some_and(|a| a.uid() == r.uid());
         let fp = plan_fingerprint(&r);
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,11 +292,12 @@ pub fn follow_rollouts(
 /// Run the rollout controller on its subscription `own` to the rollout cache `reader` until `stop`.
 pub async fn run(
     ctx: Arc<RolloutContext>,
-    own: ReflectHandle<LumenoreFleetRollout>,
+    own: RolloutUpdates,
     reader: Store<LumenoreFleetRollout>,
     stop: CancellationToken,
 ) {
-    Controller::for_shared_stream(own, reader)
+    let own = own.map(|r| Ok::<_, kube::runtime::watcher::Error>(LumenoreFleetRollout::clone(&r)));
+    Controller::for_stream(own, reader)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {

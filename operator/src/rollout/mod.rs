@@ -11,6 +11,7 @@
 pub mod controller;
 pub use crate::crd::rollout as crd;
 pub mod decide;
+pub mod feed;
 pub mod fleet;
 pub mod image;
 pub mod metrics;
