@@ -30,6 +30,9 @@
 //! run under valgrind's callgrind, which counts the instructions the connector executes for BENCH_CALLS
 //! (default 2000) calls after a warm-up, export included (repeatable to a fraction of a percent whatever else
 //! runs; kernel time is not counted). Needs `valgrind` (Debian package); says so and stops without it.
+//! `BENCH_CALLGRIND_DIR=dir` keeps the callgrind outputs there: with a binary built with
+//! `CARGO_PROFILE_RELEASE_STRIP=false`, `callgrind_annotate --inclusive=yes` shows where a call's
+//! instructions go.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -599,7 +602,11 @@ async fn otel_instructions_mode() {
         ..
     } = TraceBench::start(concurrency).await;
     let binary = &binary;
-    let out_dir = std::env::temp_dir().join(format!("lumenore-bench-callgrind-{}", std::process::id()));
+    // BENCH_CALLGRIND_DIR keeps the callgrind outputs (for callgrind_annotate on an unstripped binary).
+    let keep = std::env::var_os("BENCH_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    let out_dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("lumenore-bench-callgrind-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut per_call = Vec::new();
     for mode in OtelMode::ALL {
@@ -643,7 +650,9 @@ async fn otel_instructions_mode() {
         );
         per_call.push(each);
     }
-    let _ = std::fs::remove_dir_all(&out_dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
     println!(
         "lumenore-connector trace export cost in instructions (BENCH_MODE=otel-instructions; BENCH_CALLS={calls} BENCH_CONCURRENCY={concurrency}; callgrind)"
     );

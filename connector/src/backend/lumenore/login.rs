@@ -39,6 +39,19 @@ use crate::{
 pub const LOGIN_PATH: &str = "api/secure/client/user-login";
 const TOKEN_COOKIE: &str = "access_token";
 
+/// The token a login answer sets in its `access_token` cookie (the first non-empty one). Parsed here
+/// rather than with reqwest's `cookies` feature, whose layer parses the URL of every backend request
+/// (about 7,000 instructions a call) for a cookie jar the connector does not keep.
+fn token_cookie(headers: &reqwest::header::HeaderMap) -> Option<SecretString> {
+    headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| cookie::Cookie::parse(value).ok())
+        .find(|cookie| cookie.name() == TOKEN_COOKIE && !cookie.value().is_empty())
+        .map(|cookie| SecretString::from(cookie.value().to_owned()))
+}
+
 /// A usable `Authorization` value, and which login gave it (0 for a static key).
 #[derive(Clone, Debug)]
 pub struct Issued {
@@ -255,10 +268,7 @@ impl LoginRequest {
                 .await
                 .map_err(|error| failure::classify_transport(&error, self.timeouts, started))?;
             let status = response.status();
-            let token = response
-                .cookies()
-                .find(|cookie| cookie.name() == TOKEN_COOKIE && !cookie.value().is_empty())
-                .map(|cookie| SecretString::from(cookie.value().to_owned()));
+            let token = token_cookie(response.headers());
             if status.is_success() {
                 return token.ok_or(AttemptError::fatal(BackendError::LoginWithoutToken));
             }
@@ -283,5 +293,41 @@ impl LoginRequest {
             .get_or_create(&LoginLabels { outcome })
             .inc();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderMap, HeaderValue, SET_COOKIE};
+    use secrecy::ExposeSecret;
+
+    use super::token_cookie;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(SET_COOKIE, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_first_non_empty_access_token_cookie_is_the_token() {
+        let found = token_cookie(&headers(&[
+            "session=abc; Path=/",
+            "access_token=; Path=/",
+            "access_token=tok-1; Path=/; HttpOnly; Secure; SameSite=Strict",
+            "access_token=tok-2",
+        ]));
+        assert_eq!(
+            found.map(|t| t.expose_secret().to_owned()).as_deref(),
+            Some("tok-1")
+        );
+    }
+
+    #[test]
+    fn no_or_malformed_cookies_give_no_token() {
+        assert!(token_cookie(&headers(&[])).is_none());
+        assert!(token_cookie(&headers(&["access_token", "=tok", "other=x"])).is_none());
     }
 }
