@@ -159,7 +159,6 @@ pub async fn run_one(
 ) {
     let client = ctx.client.clone();
     let (store, writer) = cache;
-    ctx.register_cache(store.clone());
     let ns = ns.as_deref();
     let connectors: Api<Guarded> = api_for(&client, ns);
     // Metadata-only watches: the operator never holds Deployment specs or Secret data in memory.

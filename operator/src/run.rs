@@ -67,7 +67,9 @@ async fn probe(api: &Api<LumenoreFleetRollout>, shutdown: &CancellationToken) ->
 }
 
 /// One empty cache per tenant controller (one per namespace, or one for all), registered with the
-/// fleet view before any controller starts, so the fleet knows how many to wait for.
+/// fleet view before any controller starts, so the fleet knows how many to wait for, and with the
+/// reconciler's context (state is kept only about objects these caches hold), replacing the caches
+/// of controllers that stopped.
 fn tenant_caches(ctx: &Context, namespaces: &[String]) -> Vec<(Option<String>, TenantCache)> {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
@@ -81,8 +83,9 @@ fn tenant_caches(ctx: &Context, namespaces: &[String]) -> Vec<(Option<String>, T
             (ns, (store, writer))
         })
         .collect();
-    ctx.fleet
-        .set_tenant_caches(caches.iter().map(|(_, (store, _))| store.clone()).collect());
+    let stores: Vec<_> = caches.iter().map(|(_, (store, _))| store.clone()).collect();
+    ctx.fleet.set_tenant_caches(stores.clone());
+    ctx.set_tenant_caches(stores);
     caches
 }
 

@@ -88,7 +88,7 @@ pub(super) async fn apply_children(
         .await
         .child("Deployment")?;
     let owned = owns_replicas(&deployment, manager);
-    ctx.while_cached(&key, || {
+    ctx.while_cached(&key, lc.metadata.uid.as_deref(), || {
         lock(&ctx.replicas_owned).insert(key.clone(), owned);
     });
     Ok(deployment)

@@ -94,7 +94,7 @@ pub struct Context {
     replicas_owned: Mutex<HashMap<String, bool>>,
     /// Fleet rollouts and tenant caches (the image each tenant should run).
     pub fleet: Arc<crate::rollout::FleetView>,
-    /// The tenant caches the controllers read (registered by `controller::run_one`). State about an
+    /// The tenant caches the controllers read (set by `run::tenant_caches`). State about an
     /// object is kept only while a cache holds it: a reconcile still running when its object was
     /// deleted, or re-listed away, must not bring back what [`Context::forget`] dropped.
     caches: Mutex<Vec<Store<Guarded>>>,
@@ -119,28 +119,42 @@ impl Context {
         }
     }
 
-    /// A tenant cache whose objects' state may be kept (see [`Context::while_cached`]).
-    pub fn register_cache(&self, cache: Store<Guarded>) {
-        lock(&self.caches).push(cache);
+    /// The tenant caches the running controllers read, replacing those of controllers that stopped
+    /// (the controllers restart with new caches when the rollout CRD appears).
+    pub fn set_tenant_caches(&self, caches: Vec<Store<Guarded>>) {
+        *lock(&self.caches) = caches;
     }
 
-    /// Whether a registered cache holds object `key` (`namespace/name`). With none registered (no
-    /// controller runs: unit tests, benchmarks) every object counts as held.
-    fn cached(&self, key: &str) -> bool {
+    /// Whether a tenant cache holds object `key` (`namespace/name`) as the object with `uid`: one
+    /// deleted and made again under the same name is another object. With no cache set (no controller
+    /// runs: unit tests, benchmarks) every object counts as held.
+    fn cached(&self, key: &str, uid: Option<&str>) -> bool {
         let caches = lock(&self.caches);
+        if caches.is_empty() {
+            return true;
+        }
         let Some((ns, name)) = key.split_once('/') else {
             return true;
         };
         let reference = ObjectRef::<Guarded>::new(name).within(ns);
-        caches.is_empty() || caches.iter().any(|cache| cache.get(&reference).is_some())
+        caches.iter().any(|cache| {
+            cache.get(&reference).is_some_and(|obj| {
+                let meta = match &obj.0 {
+                    Ok(lc) => &lc.metadata,
+                    Err(inv) => &inv.metadata,
+                };
+                uid.is_none() || meta.uid.as_deref() == uid
+            })
+        })
     }
 
-    /// Run `keep`, which records state about object `key`, only while a cache holds the object. The
-    /// cache drops an object before its Delete or re-list reaches [`Context::forget`], and both take
-    /// the same lock: so a reconcile that ends after its object was forgotten keeps nothing.
-    fn while_cached(&self, key: &str, keep: impl FnOnce()) {
+    /// Run `keep`, which records state about object `key` (the object with `uid`), only while a
+    /// cache holds that object. The cache drops an object before its Delete or re-list reaches
+    /// [`Context::forget`], and both take the same lock: so a reconcile that ends after its object
+    /// was forgotten keeps nothing.
+    fn while_cached(&self, key: &str, uid: Option<&str>, keep: impl FnOnce()) {
         let _one_step = lock(&self.liveness);
-        if self.cached(key) {
+        if self.cached(key, uid) {
             keep();
         }
     }
@@ -292,13 +306,14 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Error policy: count the failure and retry with exponential backoff per object.
 pub fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = match &obj.0 {
-        Ok(lc) => key_of(&lc.metadata),
-        Err(inv) => key_of(&inv.metadata),
+    let meta = match &obj.0 {
+        Ok(lc) => &lc.metadata,
+        Err(inv) => &inv.metadata,
     };
+    let key = key_of(meta);
     ctx.metrics.failure(err.reason());
     let mut n = 1;
-    ctx.while_cached(&key, || {
+    ctx.while_cached(&key, meta.uid.as_deref(), || {
         let mut f = lock(&ctx.failures);
         let count = f.entry(key.clone()).or_insert(0);
         *count = count.saturating_add(1);

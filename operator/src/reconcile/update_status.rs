@@ -122,7 +122,7 @@ pub(super) async fn put_status(
         }
     }
     // An unchanged status is not written, so no 404 tells of a deletion: the cache does.
-    ctx.while_cached(&key, || {
+    ctx.while_cached(&key, reference.uid.as_deref(), || {
         ctx.metrics.set_conditions(
             &key,
             Some(

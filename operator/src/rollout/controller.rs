@@ -276,8 +276,7 @@ pub fn follow_rollouts(
     rollouts: RolloutUpdates,
 ) -> Controller<Guarded> {
     let last = Mutex::new(None::<u64>);
-    let rollouts = rollouts.map(|r| Ok::<_, kube::runtime::watcher::Error>(LumenoreFleetRollout::clone(&r)));
-    controller.watches_stream(rollouts, move |r: LumenoreFleetRollout| {
+    controller.watches_shared_stream(rollouts, move |r: Arc<LumenoreFleetRollout>| {
         let is_active = fleet.active().is_some_and(|a| a.uid() == r.uid());
         let fp = plan_fingerprint(&r);
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,13 +295,16 @@ pub async fn run(
     reader: Store<LumenoreFleetRollout>,
     stop: CancellationToken,
 ) {
-    let own = own.map(|r| Ok::<_, kube::runtime::watcher::Error>(LumenoreFleetRollout::clone(&r)));
-    Controller::for_stream(own, reader)
+    Controller::for_shared_stream(own, reader)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
+            // A rollout deleted after a change was sent: nothing to do (kube's requeue of it too).
             if let Err(e) = res
-                && !matches!(e, controller::Error::ReconcilerFailed(..))
+                && !matches!(
+                    e,
+                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(..)
+                )
             {
                 tracing::warn!(error = %e, "rollout controller error");
             }

@@ -46,7 +46,8 @@ fn token_cookie(headers: &reqwest::header::HeaderMap) -> Option<SecretString> {
     headers
         .get_all(reqwest::header::SET_COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
+        // UTF-8, as reqwest's `cookies()` read them (`to_str` would refuse any byte beyond visible ASCII).
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .filter_map(|value| cookie::Cookie::parse(value).ok())
         .find(|cookie| cookie.name() == TOKEN_COOKIE && !cookie.value().is_empty())
         .map(|cookie| SecretString::from(cookie.value().to_owned()))
@@ -322,6 +323,21 @@ mod tests {
         assert_eq!(
             found.map(|t| t.expose_secret().to_owned()).as_deref(),
             Some("tok-1")
+        );
+    }
+
+    #[test]
+    fn a_cookie_header_with_utf8_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            SET_COOKIE,
+            HeaderValue::from_bytes("access_token=tok-3; Path=/café".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            token_cookie(&headers)
+                .map(|t| t.expose_secret().to_owned())
+                .as_deref(),
+            Some("tok-3")
         );
     }
 
