@@ -43,10 +43,26 @@ pub fn api_keys() -> (tempdir::Dir, String, String) {
     (dir, path, keys.remove(0))
 }
 
+/// The hash of API key `key` for a keys file, made by the connector's own `hash-key --stdin`.
+pub fn hash_key(key: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(connector_binary())
+        .args(["hash-key", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hash-key");
+    writeln!(child.stdin.take().expect("stdin"), "{key}").expect("key");
+    let output = child.wait_with_output().expect("hash-key output");
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
 /// A keys file in a scratch directory called `name`, with one key per id (all tools), each hashed by
 /// the connector's own `hash-key`; returns the directory guard, the file's path and the keys, in order.
 pub fn keys_file(name: &str, ids: &[&str]) -> (tempdir::Dir, String, Vec<String>) {
-    use std::io::Write;
     let dir = tempdir::Dir::new(name);
     let mut entries = String::from("keys:\n");
     let mut keys = Vec::new();
@@ -55,19 +71,8 @@ pub fn keys_file(name: &str, ids: &[&str]) -> (tempdir::Dir, String, Vec<String>
             "lmk_{}_{id}_0123456789abcdef0123456789abcdef",
             name.replace('-', "_")
         );
-        let mut child = Command::new(connector_binary())
-            .args(["hash-key", "--stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("hash-key");
-        writeln!(child.stdin.take().expect("stdin"), "{key}").expect("key");
-        let output = child.wait_with_output().expect("hash-key output");
-        let hash = String::from_utf8(output.stdout).expect("utf-8");
-        entries.push_str(&format!(
-            "  - id: {id}\n    hash: {}\n    tools: [\"*\"]\n",
-            hash.trim()
-        ));
+        let hash = hash_key(&key);
+        entries.push_str(&format!("  - id: {id}\n    hash: {hash}\n    tools: [\"*\"]\n"));
         keys.push(key);
     }
     let path = dir.path.join("keys.yaml");

@@ -611,14 +611,7 @@ async fn unauthenticated_floods_are_counted_not_logged_line_by_line() {
         .count() as u64;
     println!("300 unauthenticated requests in {seconds} s: {lines} log lines");
     assert!(lines <= seconds + 1, "{lines} lines for 300 refusals:\n{logs}");
-    let metrics = http
-        .get(format!("{}/metrics", connector.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = connector.metrics().await;
     assert!(
         metrics.contains(r#"lumenore_connector_auth_failures_total{reason="missing_credential"} 300"#),
         "{metrics}"

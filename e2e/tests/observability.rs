@@ -5,14 +5,13 @@
 //! side is checked the same way in `operator/tests/observability.rs`.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use lumenore_e2e::{
-    connector::{Connector, ConnectorSpec, connector_binary},
+    connector::{Connector, ConnectorSpec},
     fake_backend::{FakeConfig, FakeLumenore, Fault},
     http_client, install_crypto_provider,
     mcp::{PROTOCOL_VERSION, parse_answer, tool_call},
@@ -51,18 +50,6 @@ fn check(python: &Path, scrape: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn hash_of(key: &str) -> String {
-    let mut child = Command::new(connector_binary())
-        .args(["hash-key", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run hash-key");
-    writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 async fn call(url: &str, key: &str, name: &str, arguments: Value) -> (u16, Value) {
     let response = http_client(Duration::from_secs(30))
         .post(url)
@@ -93,7 +80,7 @@ async fn alert_and_dashboard_queries_match_the_connectors_live_metrics() {
         &keys,
         format!(
             "keys:\n  - id: obs\n    hash: {}\n    tools: [\"*\"]\n",
-            hash_of(key)
+            lumenore_e2e::raw::hash_key(key)
         ),
     )
     .unwrap();
