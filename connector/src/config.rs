@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::{
-    auth::{http::AuthSettings, limits::LimitSettings, oauth::OAuthSettings},
+    auth::{
+        http::AuthSettings,
+        limits::{LimitSettings, StoreSettings},
+        oauth::OAuthSettings,
+    },
     budget::MemoryLimitSetting,
     http::HttpSettings,
 };
@@ -32,6 +36,8 @@ Credentials for the Lumenore backend (environment or .env only, never flags):
   LUMENORE_CLIENT_ID   client id for the client-credentials login
   LUMENORE_SECRET      client secret for the client-credentials login
   LUMENORE_API_KEY     a static key used instead of the login, sent as the whole Authorization value
+The rate-limit store's password (--rate-limit-store), the same way:
+  LUMENORE_RATE_LIMIT_STORE_PASSWORD
 
 Caller authentication (see docs/auth.md): --auth-mode none is only allowed on a loopback listen address
 unless --allow-unauthenticated is set. Make an API key and its hash with `lumenore-connector hash-key`.
@@ -266,6 +272,47 @@ pub struct Config {
     #[arg(long, env = env::RATE_LIMIT_TENANT_PER_MINUTE)]
     pub rate_limit_tenant_per_minute: Option<NonZeroU32>,
 
+    /// Pods that share the rate limits above (the tenant's replicas): each pod's own buckets hold the limits
+    /// divided by this, rounded up. With a store they are the fallback when the store fails.
+    #[arg(long, env = env::RATE_LIMIT_SHARES, default_value = "1")]
+    pub rate_limit_shares: NonZeroU32,
+
+    /// A file holding the number of pods that share the rate limits (the operator's ConfigMap, which
+    /// follows the tenant's ready replicas), re-read every 2 s without a restart. While it is missing or
+    /// unreadable the last good value (at first --rate-limit-shares) stays in force.
+    #[arg(long, env = env::RATE_LIMIT_SHARES_FILE)]
+    pub rate_limit_shares_file: Option<PathBuf>,
+
+    /// A Redis server that keeps the rate limits for every replica of the tenant: `redis://host:port[/db]`,
+    /// or `rediss://` for TLS. One atomic script per tool call; the pod's own buckets are then only the
+    /// fallback. No password in the URL: it is read from LUMENORE_RATE_LIMIT_STORE_PASSWORD only.
+    #[arg(long, env = env::RATE_LIMIT_STORE)]
+    pub rate_limit_store: Option<Url>,
+
+    /// The store's ACL user name (Redis 6+); unset uses the default user.
+    #[arg(long, env = env::RATE_LIMIT_STORE_USERNAME)]
+    pub rate_limit_store_username: Option<String>,
+
+    /// PEM file of the certificate authorities that sign a `rediss://` store's certificate, instead of the
+    /// system roots.
+    #[arg(long, env = env::RATE_LIMIT_STORE_CA_FILE)]
+    pub rate_limit_store_ca_file: Option<PathBuf>,
+
+    /// The longest a tool call waits for the store's answer; past it the store counts as failed for that
+    /// call (see --rate-limit-store-failure).
+    #[arg(long, env = env::RATE_LIMIT_STORE_TIMEOUT, value_parser = parse_duration, default_value = "50ms")]
+    pub rate_limit_store_timeout: Duration,
+
+    /// What a tool call gets when the store fails or is slow: `open` admits it by this pod's own buckets
+    /// (the limits divided by --rate-limit-shares), `closed` answers 503 with Retry-After.
+    #[arg(long, env = env::RATE_LIMIT_STORE_FAILURE, value_enum, default_value = "open")]
+    pub rate_limit_store_failure: StoreFailure,
+
+    /// The tenant whose limits these are: the store's keys are scoped by it, so tenants sharing one store
+    /// never share a bucket. The operator sets `<namespace>/<name>`.
+    #[arg(long, env = env::RATE_LIMIT_STORE_SCOPE, default_value = "default")]
+    pub rate_limit_store_scope: String,
+
     /// Tool calls and `resources/read` requests running at once in this pod; one more is answered 429 at
     /// once. Each call holds at most
     /// about --max-result-bytes of parsed answer, so this bounds the memory answers can take.
@@ -315,6 +362,8 @@ pub enum Command {
         stdin: bool,
     },
 }
+
+pub use crate::auth::limits::StoreFailure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -497,6 +546,7 @@ impl Config {
         if self.allowed_hosts.iter().any(|host| host.trim().is_empty()) {
             return Err("--allowed-hosts (LUMENORE_ALLOWED_HOSTS) must not contain empty entries".into());
         }
+        self.store_settings()?;
         self.auth_settings().map(|_| ())
     }
 
@@ -524,7 +574,76 @@ impl Config {
             caller_per_minute: self.rate_limit_caller_per_minute,
             tenant_per_minute: self.rate_limit_tenant_per_minute,
             max_concurrent_backend_calls: self.max_concurrent_backend_calls,
+            shares: self.rate_limit_shares,
+            shares_file: self.rate_limit_shares_file.clone(),
         }
+    }
+
+    /// The rate-limit store, when one is named: checked (scheme, no password in the URL, a scope), with
+    /// its password from the environment.
+    pub fn store_settings(&self) -> Result<Option<StoreSettings>, String> {
+        let Some(url) = &self.rate_limit_store else {
+            return Ok(None);
+        };
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(format!(
+                "--rate-limit-store ({}) must be a redis:// or rediss:// URL, not {}://",
+                env::RATE_LIMIT_STORE,
+                url.scheme()
+            ));
+        }
+        if url.password().is_some() || !url.username().is_empty() {
+            return Err(format!(
+                "--rate-limit-store ({}) must not carry a user or password: set {} and {} instead",
+                env::RATE_LIMIT_STORE,
+                env::RATE_LIMIT_STORE_USERNAME,
+                env::RATE_LIMIT_STORE_PASSWORD
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "--rate-limit-store ({}) must name a host",
+                env::RATE_LIMIT_STORE
+            ));
+        }
+        if self.rate_limit_store_ca_file.is_some() && url.scheme() != "rediss" {
+            return Err(format!(
+                "--rate-limit-store-ca-file ({}) needs a rediss:// store",
+                env::RATE_LIMIT_STORE_CA_FILE
+            ));
+        }
+        if self.rate_limit_store_timeout.is_zero() {
+            return Err(format!(
+                "--rate-limit-store-timeout ({}) must be positive",
+                env::RATE_LIMIT_STORE_TIMEOUT
+            ));
+        }
+        let scope = self.rate_limit_store_scope.trim();
+        if scope.is_empty()
+            || scope.len() > 253
+            || scope.chars().any(|c| c.is_control() || c == '{' || c == '}')
+        {
+            return Err(format!(
+                "--rate-limit-store-scope ({}) must be 1 to 253 printable characters without braces",
+                env::RATE_LIMIT_STORE_SCOPE
+            ));
+        }
+        let password = std::env::var(env::RATE_LIMIT_STORE_PASSWORD)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .map(secrecy::SecretString::from);
+        Ok(Some(StoreSettings {
+            url: url.clone(),
+            username: self
+                .rate_limit_store_username
+                .clone()
+                .filter(|name| !name.is_empty()),
+            password,
+            ca_file: self.rate_limit_store_ca_file.clone(),
+            timeout: self.rate_limit_store_timeout,
+            failure: self.rate_limit_store_failure,
+            scope: scope.to_string(),
+        }))
     }
 
     /// The caller authentication settings, checked: mode none only on loopback (or with the explicit
@@ -668,6 +787,68 @@ mod tests {
         let mut all = vec!["lumenore-connector"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn a_rate_limit_store_is_checked_and_its_password_is_no_flag() {
+        assert!(parse(&[]).store_settings().unwrap().is_none());
+        let store = parse(&["--rate-limit-store", "redis://redis.platform.svc:6379/2"])
+            .store_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.failure, StoreFailure::Open);
+        assert_eq!(store.timeout, Duration::from_millis(50));
+        assert_eq!(store.scope, "default");
+        for (args, named) in [
+            (
+                vec!["--rate-limit-store", "http://redis:6379"],
+                "redis:// or rediss://",
+            ),
+            (
+                vec!["--rate-limit-store", "redis://:hunter2@redis:6379"],
+                "must not carry a user or password",
+            ),
+            (
+                vec!["--rate-limit-store", "redis://admin@redis:6379"],
+                "must not carry a user or password",
+            ),
+            (
+                vec![
+                    "--rate-limit-store",
+                    "redis://redis:6379",
+                    "--rate-limit-store-ca-file",
+                    "/ca.pem",
+                ],
+                "needs a rediss:// store",
+            ),
+            (
+                vec![
+                    "--rate-limit-store",
+                    "redis://redis:6379",
+                    "--rate-limit-store-timeout",
+                    "0s",
+                ],
+                "must be positive",
+            ),
+            (
+                vec![
+                    "--rate-limit-store",
+                    "redis://redis:6379",
+                    "--rate-limit-store-scope",
+                    "a{b}",
+                ],
+                "without braces",
+            ),
+        ] {
+            let error = parse(&args).validate().unwrap_err();
+            assert!(error.contains(named), "{args:?}: {error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        assert!(
+            Config::try_parse_from(["lumenore-connector", "--rate-limit-store-failure", "sometimes"])
+                .is_err()
+        );
+        assert!(Config::try_parse_from(["lumenore-connector", "--rate-limit-store-password", "x"]).is_err());
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub ready: Gauge,
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub rate_limited: Family<LimitLabels, Counter>,
+    pub rate_limit_store_up: Gauge,
+    pub rate_limit_shares: Gauge,
+    pub rate_limit_store_failures: Family<ReasonLabels, Counter>,
     pub api_key_reloads: Family<OutcomeLabels, Counter>,
     pub jwks_fetches: Family<OutcomeLabels, Counter>,
     pub connections_open: Gauge,
@@ -156,8 +159,26 @@ impl Metrics {
         let rate_limited = Family::<LimitLabels, Counter>::default();
         registry.register(
             "rate_limited",
-            "Tool calls refused with HTTP 429, by limit (caller, tenant, concurrency)",
+            "Tool calls refused over a limit, by limit (caller, tenant, concurrency: HTTP 429; store_unavailable: HTTP 503, the rate-limit store failed and its failure policy is closed)",
             rate_limited.clone(),
+        );
+        let rate_limit_store_up = Gauge::default();
+        registry.register(
+            "rate_limit_store_up",
+            "1 when the last call to the rate-limit store answered, 0 when it failed (absent: no store)",
+            rate_limit_store_up.clone(),
+        );
+        let rate_limit_shares = Gauge::default();
+        registry.register(
+            "rate_limit_shares",
+            "Pods the rate limits are shared by: this pod's own buckets hold each limit divided by this, rounded up",
+            rate_limit_shares.clone(),
+        );
+        let rate_limit_store_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rate_limit_store_failures",
+            "Tool calls for which the rate-limit store gave no verdict, by reason (timeout, error; paused: not asked, within 500 ms of a failure); each then follows the failure policy",
+            rate_limit_store_failures.clone(),
         );
         let api_key_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -211,6 +232,9 @@ impl Metrics {
             ready,
             auth_failures,
             rate_limited,
+            rate_limit_store_up,
+            rate_limit_shares,
+            rate_limit_store_failures,
             api_key_reloads,
             jwks_fetches,
             connections_open,

@@ -87,6 +87,8 @@ pub const PRIVACY_CAPS: &[(&str, LevelFilter)] = &[
     ("tower_http", LevelFilter::INFO),
     ("axum", LevelFilter::INFO),
     ("cookie_store", LevelFilter::WARN),
+    // The rate-limit store's client: commands and their arguments (AUTH's password among them) below WARN.
+    ("redis", LevelFilter::WARN),
     ("wiremock", LevelFilter::INFO),
 ];
 
@@ -181,6 +183,7 @@ mod tests {
         assert!(!caps.would_enable("rmcp::service", &Level::ERROR));
         assert!(!caps.would_enable("h2::codec", &Level::DEBUG));
         assert!(!caps.would_enable("hyper_util::client", &Level::TRACE));
+        assert!(!caps.would_enable("redis::aio::connection_manager", &Level::DEBUG));
         assert!(caps.would_enable("lumenore_connector::server", &Level::TRACE));
         assert!(!caps.would_enable("h2::proto::streams::recv", &Level::WARN));
     }

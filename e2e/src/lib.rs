@@ -15,6 +15,7 @@ pub mod connector;
 pub mod fake_backend;
 pub mod mcp;
 pub mod raw;
+pub mod redis;
 pub mod tools;
 
 use std::time::Duration;

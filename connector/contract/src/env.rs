@@ -58,17 +58,27 @@ names! {
         PUBLIC_URL = "LUMENORE_PUBLIC_URL",
         RATE_LIMIT_CALLER_PER_MINUTE = "LUMENORE_RATE_LIMIT_CALLER_PER_MINUTE",
         RATE_LIMIT_TENANT_PER_MINUTE = "LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE",
+        RATE_LIMIT_SHARES = "LUMENORE_RATE_LIMIT_SHARES",
+        RATE_LIMIT_SHARES_FILE = "LUMENORE_RATE_LIMIT_SHARES_FILE",
+        RATE_LIMIT_STORE = "LUMENORE_RATE_LIMIT_STORE",
+        RATE_LIMIT_STORE_USERNAME = "LUMENORE_RATE_LIMIT_STORE_USERNAME",
+        RATE_LIMIT_STORE_CA_FILE = "LUMENORE_RATE_LIMIT_STORE_CA_FILE",
+        RATE_LIMIT_STORE_TIMEOUT = "LUMENORE_RATE_LIMIT_STORE_TIMEOUT",
+        RATE_LIMIT_STORE_FAILURE = "LUMENORE_RATE_LIMIT_STORE_FAILURE",
+        RATE_LIMIT_STORE_SCOPE = "LUMENORE_RATE_LIMIT_STORE_SCOPE",
         MAX_CONCURRENT_BACKEND_CALLS = "LUMENORE_MAX_CONCURRENT_BACKEND_CALLS",
         MEMORY_LIMIT = "LUMENORE_MEMORY_LIMIT",
     }
 }
 
-/// The backend credentials. They have no flag on purpose (flags show in `ps`): the connector's Lumenore
-/// backend reads them from the environment (or `.env`) only, and holds them in `secrecy` types.
+/// The credentials: the backend's, and the rate-limit store's password. They have no flag on purpose (flags
+/// show in `ps`): the connector reads them from the environment (or `.env`) only, and holds them in
+/// `secrecy` types.
 pub const CLIENT_ID: &str = "LUMENORE_CLIENT_ID";
 pub const SECRET: &str = "LUMENORE_SECRET";
 pub const API_KEY: &str = "LUMENORE_API_KEY";
-pub const CREDENTIALS: [&str; 3] = [CLIENT_ID, SECRET, API_KEY];
+pub const RATE_LIMIT_STORE_PASSWORD: &str = "LUMENORE_RATE_LIMIT_STORE_PASSWORD";
+pub const CREDENTIALS: [&str; 4] = [CLIENT_ID, SECRET, API_KEY, RATE_LIMIT_STORE_PASSWORD];
 
 /// The original Python server's timeout variables (seconds, or a duration), honoured when the matching
 /// `LUMENORE_*_TIMEOUT` setting is left at its default.

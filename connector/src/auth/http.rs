@@ -10,6 +10,7 @@
 //! - 403 with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` for a `tools/call` of a
 //!   tool the caller may not use (OAuth and API keys alike);
 //! - 429 with `Retry-After` over a rate limit or the concurrency cap;
+//! - 503 with `Retry-After` when the rate-limit store fails and its failure policy is `closed`;
 //! - 503 with `Retry-After` when the token issuer's keys cannot be fetched.
 //!
 //! Limits apply to `tools/call` only; `initialize`, `tools/list`, `ping` and notifications are cheap.
@@ -34,7 +35,7 @@ use url::Url;
 use super::{
     AuthFailure, Caller, CallerKind,
     api_keys::ApiKeyStore,
-    limits::{LimitHit, LimitSettings, Limits},
+    limits::{LimitHit, LimitSettings, Limits, StoreHealth, StoreSettings},
     oauth::{OAuthSettings, OAuthValidator},
     scopes,
 };
@@ -44,6 +45,9 @@ use crate::{
     telemetry::{self, AuditEvent, CorrelationId},
     tools::ToolName,
 };
+
+/// How often the rate-limit shares file is re-read.
+const SHARES_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How callers prove who they are.
 pub enum Authenticator {
@@ -88,6 +92,7 @@ impl Gate {
     pub fn start(
         auth: AuthSettings,
         limits: LimitSettings,
+        store: Option<StoreSettings>,
         metrics: Metrics,
         stop: CancellationToken,
     ) -> Result<Arc<Gate>, String> {
@@ -124,16 +129,30 @@ impl Gate {
                 Authenticator::OAuth(validator)
             }
         };
+        let sweep_callers = limits.caller_per_minute.is_some();
+        let shares_file = limits.shares_file.clone();
         let gate = Arc::new(Gate {
             authenticator,
             anonymous: Caller::anonymous(),
-            limits: Limits::new(limits),
+            limits: Limits::new(limits, store.as_ref(), metrics.clone())?,
             metrics,
             resource_metadata_url,
             resource_metadata,
             unauthenticated_log: Default::default(),
         });
-        if limits.caller_per_minute.is_some() {
+        if let Some(path) = shares_file {
+            let watcher = gate.clone();
+            let stop = stop.child_token();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(SHARES_RELOAD_INTERVAL) => watcher.limits.read_shares_file(&path).await,
+                        () = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+        if sweep_callers {
             let sweeper = gate.clone();
             tokio::spawn(async move {
                 loop {
@@ -145,6 +164,11 @@ impl Gate {
             });
         }
         Ok(gate)
+    }
+
+    /// The rate-limit store's state, when there is a store (`/readyz` notes it).
+    pub fn store_health(&self) -> Option<Arc<StoreHealth>> {
+        self.limits.store_health()
     }
 
     pub fn resource_metadata(&self) -> Option<&serde_json::Value> {
@@ -335,7 +359,7 @@ pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Ne
         return response;
     }
     if peek.is_some_and(|peek| peek.costs_work()) {
-        match gate.limits.admit(&caller.id) {
+        match gate.limits.admit(&caller.id).await {
             Ok(held) => permit = held,
             Err(hit) => {
                 gate.metrics
@@ -374,7 +398,7 @@ fn is_event_stream(response: &Response) -> bool {
 }
 
 fn too_many(hit: LimitHit) -> Response {
-    let mut response = rpc_error(StatusCode::TOO_MANY_REQUESTS, -32029, hit.message());
+    let mut response = rpc_error(hit.status(), -32029, hit.message());
     if let Ok(value) = HeaderValue::from_str(&hit.retry_after_seconds().to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

@@ -1,0 +1,130 @@
+//! A real Redis server (Debian `redis-server`, installed by `.ci/install-tools.sh`) as a child process on a
+//! loopback port, for the shared rate-limit tests: started, killed, stalled (SIGSTOP) and started again
+//! on the same port, and read with `redis-cli`.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::tools;
+
+pub struct RedisServer {
+    server: PathBuf,
+    cli: PathBuf,
+    pub port: u16,
+    password: String,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Finds `redis-server` and `redis-cli` (None after a skip message locally; panics under CI).
+    pub fn find() -> Option<(PathBuf, PathBuf)> {
+        let server = tools::require("redis-server", tools::find("redis-server"))?;
+        let cli = tools::require("redis-cli", tools::find("redis-cli"))?;
+        Some((server, cli))
+    }
+
+    /// Starts a server with `password` on a free port, no persistence; waits until it answers PING.
+    pub fn start(binaries: &(PathBuf, PathBuf), password: &str) -> RedisServer {
+        let mut server = RedisServer {
+            server: binaries.0.clone(),
+            cli: binaries.1.clone(),
+            port: crate::free_port(),
+            password: password.to_string(),
+            child: None,
+        };
+        server.start_again();
+        server
+    }
+
+    /// `redis://127.0.0.1:PORT` (the password goes in its own variable).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same port (after [`Self::kill`]), empty.
+    pub fn start_again(&mut self) {
+        let child = Command::new(&self.server)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                &self.password,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the store is gone, connections reset.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP or SIGCONT: a stalled store keeps its connections open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -{signal}");
+        }
+    }
+
+    /// One `redis-cli` command; its standard output (empty when the server does not answer in 5 s).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("timeout")
+            .arg("5")
+            .arg(&self.cli)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+                "-a",
+            ])
+            .arg(&self.password)
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The names of the keys matching `pattern`.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--raw", "KEYS", pattern])
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        self.kill();
+    }
+}
