@@ -216,13 +216,13 @@ assert [o["kind"] for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBind
 assert not kinds("Lease") and not [r for r in kinds("Role") if not r["metadata"]["name"].endswith("-fleet-rollouts")], "no leader-election Role with one replica"
 assert kinds("ServiceAccount")[0]["automountServiceAccountToken"] is False
 '
-assert_render "default: RBAC is least privilege (no wildcards, no secrets writes, delete only on networkpolicies/pdbs)" \
+assert_render "default: RBAC is least privilege (no wildcards, no secrets writes, delete only on networkpolicies/pdbs/configmaps)" \
   "$work/render-default.yaml" '
 rules = kinds("ClusterRole")[0]["rules"]
 for r in rules:
     assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r["apiGroups"], r
     if "secrets" in r["resources"]: assert sorted(r["verbs"]) == ["get", "list", "watch"], r
-    if "delete" in r["verbs"]: assert set(r["resources"]) <= {"networkpolicies", "poddisruptionbudgets"}, r
+    if "delete" in r["verbs"]: assert set(r["resources"]) <= {"networkpolicies", "poddisruptionbudgets", "configmaps"}, r
     assert not {"escalate", "bind", "impersonate"} & set(r["verbs"]), r
 '
 assert_render "default: fleet rollouts: a Role in the release namespace to read LumenoreFleetRollouts, patch their status and create Events (never write their spec)" \

@@ -11,11 +11,11 @@ use lumenore_contract::env as cenv;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{AuthMode, Backend, LumenoreConnector};
+use crate::crd::{AuthMode, Backend, LumenoreConnector, RateLimitStore};
 
 /// Port of every connector endpoint (`/mcp`, `/healthz`, `/readyz`, `/metrics`).
 pub const CONNECTOR_PORT: i32 = 8080;
@@ -262,8 +262,159 @@ pub fn connector_env(lc: &LumenoreConnector) -> Vec<EnvVar> {
         if let Some(v) = r.max_concurrent_backend_calls {
             out.push(env(cenv::MAX_CONCURRENT_BACKEND_CALLS, v.to_string()));
         }
+        if let Some(store) = &r.store {
+            out.extend(store_env(lc, store));
+        }
+        if shares_wanted(lc) {
+            out.push(env(
+                cenv::RATE_LIMIT_SHARES_FILE,
+                format!("{SHARES_DIR}/{SHARES_KEY}"),
+            ));
+        }
     }
     out
+}
+
+/// Where the rate-limit shares ConfigMap is mounted, and its one key.
+pub const SHARES_DIR: &str = "/etc/lumenore/rate-limits";
+pub const SHARES_KEY: &str = "shares";
+
+/// Whether the tenant has a rate to share between its pods (and so a shares ConfigMap).
+pub fn shares_wanted(lc: &LumenoreConnector) -> bool {
+    lc.spec
+        .rate_limits
+        .as_ref()
+        .is_some_and(|r| r.per_caller_per_minute.is_some() || r.tenant_per_minute.is_some())
+}
+
+/// Name of the shares ConfigMap.
+pub fn shares_config_map_name(lc: &LumenoreConnector) -> String {
+    format!("{}-rate-limits", child_name(lc))
+}
+
+/// The pods a tenant's limits are shared by: its Deployment's ready replicas, at least 1 (a tenant with
+/// none ready has no pod to protect the backend from, and a division by zero helps nobody).
+pub fn shares_of(deployment: &Deployment) -> i32 {
+    deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// The shares ConfigMap: the number of ready pods, which each connector reads (mounted, re-read every
+/// 2 s) to divide the limits by. `None` when the tenant has no rate to share.
+pub fn shares_config_map(lc: &LumenoreConnector, shares: i32) -> Option<ConfigMap> {
+    shares_wanted(lc).then(|| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(shares_config_map_name(lc)),
+            ..meta(lc)
+        },
+        data: Some(BTreeMap::from([(SHARES_KEY.to_string(), shares.to_string())])),
+        ..Default::default()
+    })
+}
+
+/// The shares ConfigMap's volume: the whole directory (no subPath, so the kubelet updates the file in
+/// place), optional so a pod starts before the operator's first write (the connector then keeps
+/// `--rate-limit-shares`, 1, until the file appears).
+fn shares_volume(lc: &LumenoreConnector) -> Option<(Volume, VolumeMount)> {
+    shares_wanted(lc).then(|| {
+        (
+            Volume {
+                name: "rate-limit-shares".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: shares_config_map_name(lc),
+                    optional: Some(true),
+                    default_mode: Some(0o444),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "rate-limit-shares".into(),
+                mount_path: SHARES_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )
+    })
+}
+
+/// The rate-limit store's variables: its URL, user, timeout and failure policy, the scope (the tenant's
+/// `<namespace>/<name>`, so tenants sharing one Redis never share a bucket), the password from its Secret
+/// and the CA bundle's mounted path.
+fn store_env(lc: &LumenoreConnector, store: &RateLimitStore) -> Vec<EnvVar> {
+    let redis = &store.redis;
+    let mut out = vec![
+        env(cenv::RATE_LIMIT_STORE, redis.url.clone()),
+        env(cenv::RATE_LIMIT_STORE_FAILURE, store.failure_policy.env_value()),
+        env(
+            cenv::RATE_LIMIT_STORE_SCOPE,
+            format!("{}/{}", lc.namespace().unwrap_or_default(), lc.name_any()),
+        ),
+    ];
+    if let Some(timeout) = &store.timeout {
+        out.push(env(cenv::RATE_LIMIT_STORE_TIMEOUT, timeout.clone()));
+    }
+    if let Some(username) = &redis.username {
+        out.push(env(cenv::RATE_LIMIT_STORE_USERNAME, username.clone()));
+    }
+    if let Some(password) = &redis.password_secret_ref {
+        out.push(secret_env(
+            cenv::RATE_LIMIT_STORE_PASSWORD,
+            &password.name,
+            &password.key,
+        ));
+    }
+    if redis.ca_secret_ref.is_some() {
+        out.push(env(
+            cenv::RATE_LIMIT_STORE_CA_FILE,
+            format!("{STORE_CA_DIR}/{STORE_CA_FILE}"),
+        ));
+    }
+    out
+}
+
+/// Where the rate-limit store's CA bundle is mounted.
+pub const STORE_CA_DIR: &str = "/etc/lumenore/rate-limit-store";
+const STORE_CA_FILE: &str = "ca.crt";
+
+/// The rate-limit store's CA bundle, when `spec.rateLimits.store.redis.caSecretRef` names one.
+fn store_ca_volume(lc: &LumenoreConnector) -> Option<(Volume, VolumeMount)> {
+    let ca = lc
+        .spec
+        .rate_limits
+        .as_ref()?
+        .store
+        .as_ref()?
+        .redis
+        .ca_secret_ref
+        .as_ref()?;
+    Some((
+        Volume {
+            name: "rate-limit-store-ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: STORE_CA_FILE.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "rate-limit-store-ca".into(),
+            mount_path: STORE_CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ))
 }
 
 /// The OpenTelemetry variables [`otel_env`] may set, all of them ones the connector honours
@@ -475,6 +626,11 @@ pub fn deployment(lc: &LumenoreConnector, inputs: &BuildInputs) -> Deployment {
         });
     }
 
+    for (volume, mount) in store_ca_volume(lc).into_iter().chain(shares_volume(lc)) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+
     let scheduling = spec.scheduling.clone().unwrap_or_default();
     let container = Container {
         name: "connector".into(),
@@ -594,9 +750,12 @@ fn port(protocol: &str, p: i32) -> NetworkPolicyPort {
     }
 }
 
+/// Redis' port, when a store URL names none.
+const REDIS_PORT: u16 = 6379;
+
 /// The (host, port) pairs the connector must reach: the Lumenore server, with OAuth the issuer and
-/// the JWKS URL (HTTPS), and the OTLP trace receiver of `spec.telemetry.otlp`. Ports come from the
-/// URLs (443 when an https URL names none).
+/// the JWKS URL (HTTPS), the OTLP trace receiver of `spec.telemetry.otlp`, and the rate-limit store of
+/// `spec.rateLimits.store`. Ports come from the URLs (443 when an https URL names none, 6379 for Redis).
 pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
     let spec = &lc.spec;
     let mut urls: Vec<&str> = Vec::new();
@@ -612,10 +771,19 @@ pub fn egress_endpoints(lc: &LumenoreConnector) -> Vec<(String, u16)> {
     if let Some(otlp) = spec.telemetry.as_ref().and_then(|t| t.otlp.as_ref()) {
         urls.push(&otlp.endpoint);
     }
+    if let Some(store) = spec.rate_limits.as_ref().and_then(|r| r.store.as_ref()) {
+        urls.push(&store.redis.url);
+    }
     let mut out: Vec<(String, u16)> = urls
         .into_iter()
         .filter_map(|u| url::Url::parse(u).ok())
-        .filter_map(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()?)))
+        .filter_map(|u| {
+            // Redis' own port when a redis:// or rediss:// URL names none (not a "known" default to `url`).
+            let port = u
+                .port_or_known_default()
+                .or_else(|| matches!(u.scheme(), "redis" | "rediss").then_some(REDIS_PORT))?;
+            Some((u.host_str()?.to_string(), port))
+        })
         .collect();
     out.sort();
     out.dedup();

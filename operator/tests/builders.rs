@@ -593,6 +593,8 @@ fn every_env_var_set_on_the_connector_is_one_it_accepts() {
     let mut oauth = oauth_suspended_spec();
     oauth["rateLimits"] =
         json!({"perCallerPerMinute": 1, "tenantPerMinute": 2, "maxConcurrentBackendCalls": 3});
+    let mut stored = embedded_spec();
+    stored["rateLimits"] = store_limits();
     oauth["network"]["allowedOrigins"] = json!(["https://chat.example.com"]);
     let mut set = std::collections::BTreeSet::new();
     for spec in [
@@ -601,13 +603,14 @@ fn every_env_var_set_on_the_connector_is_one_it_accepts() {
         oauth,
         embedded_spec(),
         telemetry_spec(),
+        stored,
     ] {
         let lc = connector("tenants", "acme", spec);
         for e in builders::connector_env(&lc) {
             set.insert(e.name);
         }
     }
-    assert!(set.len() >= 24, "every option exercised: {set:?}");
+    assert!(set.len() >= 31, "every option exercised: {set:?}");
     // `lumenore_contract::env` is the set the connector's command line reads (held to it by the
     // connector's test `the_command_line_reads_exactly_the_contracts_settings`), plus the credentials and
     // the OpenTelemetry variables it honours.
@@ -616,4 +619,147 @@ fn every_env_var_set_on_the_connector_is_one_it_accepts() {
         .filter(|n| !lumenore_contract::env::accepted(n))
         .collect();
     assert!(unknown.is_empty(), "the connector does not read {unknown:?}");
+}
+
+fn store_limits() -> Value {
+    json!({"tenantPerMinute": 600, "perCallerPerMinute": 60, "store": {
+        "redis": {
+            "url": "rediss://redis.platform.svc.cluster.local:6380/2",
+            "username": "lumenore",
+            "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+            "caSecretRef": {"name": "redis-tls", "key": "ca.pem"}},
+        "timeout": "80ms",
+        "failurePolicy": "failClosed"}})
+}
+
+/// Issue 23: the store reaches the connector as its variables (the password from the Secret, the scope
+/// the tenant's namespace and name), the CA bundle as a read-only mount, and the NetworkPolicy opens the
+/// store's port.
+#[test]
+fn a_rate_limit_store_reaches_the_connector_and_its_port_is_opened() {
+    let mut spec = embedded_spec();
+    spec["rateLimits"] = store_limits();
+    let c = build(&connector("tenants", "acme", spec));
+    let env = env_map(&c);
+    assert_eq!(
+        env["LUMENORE_RATE_LIMIT_STORE"],
+        "rediss://redis.platform.svc.cluster.local:6380/2"
+    );
+    assert_eq!(env["LUMENORE_RATE_LIMIT_STORE_USERNAME"], "lumenore");
+    assert_eq!(
+        env["LUMENORE_RATE_LIMIT_STORE_PASSWORD"],
+        json!({"secretKeyRef": {"name": "redis-auth", "key": "password", "optional": false}})
+    );
+    assert_eq!(env["LUMENORE_RATE_LIMIT_STORE_SCOPE"], "tenants/acme");
+    assert_eq!(env["LUMENORE_RATE_LIMIT_STORE_TIMEOUT"], "80ms");
+    assert_eq!(env["LUMENORE_RATE_LIMIT_STORE_FAILURE"], "closed");
+    assert_eq!(
+        env["LUMENORE_RATE_LIMIT_STORE_CA_FILE"],
+        format!("{}/ca.crt", builders::STORE_CA_DIR)
+    );
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "rate-limit-store-ca")
+        .unwrap()
+        .clone();
+    assert_eq!(mount["mountPath"], builders::STORE_CA_DIR);
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "rate-limit-store-ca")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        volume["secret"]["items"],
+        json!([{"key": "ca.pem", "path": "ca.crt"}])
+    );
+    let np = serde_json::to_value(c.network_policy.unwrap()).unwrap();
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 6380}])
+    );
+    assert_eq!(
+        np["metadata"]["annotations"][builders::EGRESS_HOSTS_ANNOTATION],
+        "redis.platform.svc.cluster.local:6380"
+    );
+
+    // Redis' own port when the URL names none; the default policy is failOpen; no CA, no mount.
+    let mut spec = embedded_spec();
+    spec["rateLimits"] = json!({"tenantPerMinute": 60, "store": {"redis": {"url": "redis://10.0.0.7"}}});
+    let c = build(&connector("tenants", "acme", spec));
+    let env = env_map(&c);
+    assert_eq!(env["LUMENORE_RATE_LIMIT_STORE_FAILURE"], "open");
+    assert!(!env.contains_key("LUMENORE_RATE_LIMIT_STORE_PASSWORD"));
+    assert!(!env.contains_key("LUMENORE_RATE_LIMIT_STORE_CA_FILE"));
+    let np = serde_json::to_value(c.network_policy.unwrap()).unwrap();
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": 6379}])
+    );
+}
+
+/// Issue 23, share mode: a tenant with a rate gets a ConfigMap of its ready pods, mounted as a directory
+/// (the kubelet updates it in place) and optional (a pod starts before the first write); the connector is
+/// told where to read it. A tenant without a rate gets none of it.
+#[test]
+fn rate_limits_are_shared_by_the_ready_pods_through_a_config_map() {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+    let lc = connector("tenants", "globex", full_spec());
+    let env = env_map(&build(&lc));
+    assert_eq!(
+        env["LUMENORE_RATE_LIMIT_SHARES_FILE"],
+        format!("{}/{}", builders::SHARES_DIR, builders::SHARES_KEY)
+    );
+    let ready = |n: Option<i32>| Deployment {
+        status: Some(DeploymentStatus {
+            ready_replicas: n,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(builders::shares_of(&ready(Some(3))), 3);
+    assert_eq!(builders::shares_of(&ready(Some(0))), 1);
+    assert_eq!(builders::shares_of(&ready(None)), 1);
+    assert_eq!(builders::shares_of(&Deployment::default()), 1);
+    let cm = serde_json::to_value(builders::shares_config_map(&lc, 3).unwrap()).unwrap();
+    assert_eq!(cm["metadata"]["name"], "globex-rate-limits");
+    assert_eq!(cm["metadata"]["namespace"], "tenants");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(cm["data"], json!({"shares": "3"}));
+    let d = serde_json::to_value(&build(&lc).deployment).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "rate-limit-shares")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        volume["configMap"],
+        json!({"name": "globex-rate-limits", "optional": true, "defaultMode": 0o444})
+    );
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "rate-limit-shares")
+        .unwrap()
+        .clone();
+    assert_eq!(mount["mountPath"], builders::SHARES_DIR);
+    assert!(mount.get("subPath").is_none());
+
+    let plain = connector("tenants", "acme", minimal_spec());
+    assert!(builders::shares_config_map(&plain, 3).is_none());
+    assert!(!env_map(&build(&plain)).contains_key("LUMENORE_RATE_LIMIT_SHARES_FILE"));
+    // Only the concurrency cap: nothing to share.
+    let mut spec = minimal_spec();
+    spec["rateLimits"] = json!({"maxConcurrentBackendCalls": 4});
+    assert!(builders::shares_config_map(&connector("tenants", "acme", spec), 3).is_none());
 }

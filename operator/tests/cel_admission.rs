@@ -284,3 +284,58 @@ fn optional_old_self_is_bound_as_the_api_server_binds_it() {
     let err = or_value.admit("K.g", &obj, None).unwrap_err();
     assert_eq!(err, r#"K.g "x" is invalid: <nil>: Invalid value: "object": m"#);
 }
+
+/// Issue 23: the rate-limit store's rules, as the API server would apply them from crds/.
+#[test]
+fn the_rate_limit_store_is_checked_by_the_schema_and_cel() {
+    let store = |redis: Value| {
+        let mut spec = spec();
+        spec["rateLimits"] = json!({"tenantPerMinute": 600, "store": {"redis": redis}});
+        spec
+    };
+    admit(
+        V,
+        LC,
+        &connector("acme", store(json!({"url": "redis://redis.platform.svc:6379/0"}))),
+        None,
+    )
+    .unwrap();
+    admit(
+        V,
+        LC,
+        &connector(
+            "acme",
+            store(json!({"url": "rediss://redis.platform.svc", "caSecretRef": {"name": "tls", "key": "ca.pem"}})),
+        ),
+        None,
+    )
+    .unwrap();
+    let err = admit(
+        V,
+        LC,
+        &connector(
+            "acme",
+            store(
+                json!({"url": "redis://redis.platform.svc", "caSecretRef": {"name": "tls", "key": "ca.pem"}}),
+            ),
+        ),
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("caSecretRef needs a rediss:// url"), "{err}");
+    // A password in the URL would put it in the pod spec: the pattern refuses any user part.
+    let err = admit(
+        V,
+        LC,
+        &connector(
+            "acme",
+            store(json!({"url": "redis://:hunter2@redis.platform.svc"})),
+        ),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("spec.rateLimits.store.redis.url: Invalid value: \"string\": rateLimits.store.redis.url must not carry a user or password"),
+        "{err}"
+    );
+}

@@ -485,6 +485,116 @@ fn suspend_then_resume_with_an_hpa_scales_again() {
     c.assert_invariants();
 }
 
+/// Issue 23, share mode: a tenant's rate limit divided among its ready pods. The real operator keeps the
+/// ConfigMap `<name>-rate-limits` at the Deployment's ready replicas as an HPA scales it; a simulated
+/// kubelet projects it into each real connector's mounted file (every 200 ms; a real kubelet takes up to
+/// its sync period plus its ConfigMap cache TTL); each connector re-reads it (every 2 s) and admits its
+/// share, ceil(60 / pods), so the pods together admit the tenant's 60.
+#[test]
+fn rate_limit_shares_follow_the_ready_replicas_into_each_connector() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use system_support::connectors::{ConnectorProc, connector_binary, project};
+
+    let binary = connector_binary();
+    let mut c = Cluster::new(&["ns-a"]);
+    c.create_tenant(&tenant("ns-a", "shared", &[], |s| {
+        s.as_object_mut().unwrap().remove("replicas");
+        s["rateLimits"] = json!({"tenantPerMinute": 60});
+    }));
+    c.start();
+    c.wait_leader(None, Duration::from_secs(20));
+    let api = c.api.clone();
+    let shares = move || {
+        api.get_raw::<ConfigMap>("ns-a", "shared-rate-limits")
+            .and_then(|cm| cm["data"]["shares"].as_str().map(str::to_string))
+    };
+    must("the shares ConfigMap at 1", Duration::from_secs(30), || {
+        shares().as_deref() == Some("1")
+    });
+
+    // The pods' mounted files, kept by the kubelet.
+    let dir = std::env::temp_dir().join(format!("lumenore-shares-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<std::path::PathBuf> = (0..4).map(|i| dir.join(format!("pod-{i}"))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = {
+        let (stop, files, shares) = (stop.clone(), files.clone(), shares.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(value) = shares() {
+                    for file in &files {
+                        if std::fs::read_to_string(file).ok().as_deref() != Some(value.as_str()) {
+                            project(&value, file);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let limits = [("LUMENORE_RATE_LIMIT_TENANT_PER_MINUTE", "60")];
+    // Each step: scale as an HPA does, then time the ConfigMap and every running connector to follow.
+    let follow = |pods: &[ConnectorProc], to: i64, started: std::time::Instant| {
+        must(
+            &format!("the shares ConfigMap at {to}"),
+            Duration::from_secs(30),
+            || shares().as_deref() == Some(to.to_string().as_str()),
+        );
+        let operator = started.elapsed();
+        must(
+            &format!("every connector at {to} shares"),
+            Duration::from_secs(30),
+            || pods.iter().all(|p| p.shares() == Some(to)),
+        );
+        let admitted: Vec<usize> = pods.iter().map(|p| p.admitted_of(40)).collect();
+        println!(
+            "BENCH shares {to}: from the scale, the ConfigMap after {operator:?} and every connector after {:?} \
+             (a started pod's start included); admitted of a quick 40 each: {admitted:?} (share {})",
+            started.elapsed(),
+            60u32.div_ceil(to as u32)
+        );
+        admitted
+    };
+
+    let scaled = std::time::Instant::now();
+    c.scale("ns-a", "shared", 3);
+    let mut pods: Vec<ConnectorProc> = Vec::new();
+    must("the shares ConfigMap at 3", Duration::from_secs(30), || {
+        shares().as_deref() == Some("3")
+    });
+    for file in files.iter().take(3) {
+        pods.push(ConnectorProc::start(&binary, file.clone(), &limits));
+    }
+    let admitted = follow(&pods, 3, scaled);
+    assert_eq!(admitted, vec![20, 20, 20], "three pods, each ceil(60 / 3)");
+
+    // Scaled in: a pod goes; the two left take half each.
+    let scaled = std::time::Instant::now();
+    c.scale("ns-a", "shared", 2);
+    pods.pop();
+    let admitted = follow(&pods, 2, scaled);
+    assert_eq!(admitted, vec![30, 30], "two pods, each ceil(60 / 2)");
+
+    // Scaled out by one: the new pod starts on the old number (one share over until it follows).
+    let scaled = std::time::Instant::now();
+    c.scale("ns-a", "shared", 3);
+    pods.push(ConnectorProc::start(&binary, files[3].clone(), &limits));
+    let admitted = follow(&pods, 3, scaled);
+    assert_eq!(admitted, vec![20, 20, 20], "three pods again");
+
+    // No rate left: the ConfigMap goes (pruned by its owner, the operator).
+    c.patch_tenant("ns-a", "shared", json!({"spec": {"rateLimits": null}}));
+    must("the shares ConfigMap pruned", Duration::from_secs(30), || {
+        shares().is_none()
+    });
+    stop.store(true, Ordering::Relaxed);
+    kubelet.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    c.assert_invariants();
+}
+
 /// Defect: a tenant stored before the CRD's name rule existed (`acme.eu`: a DNS subdomain, not a
 /// DNS-1035 label) never got a status: every `/status` write is validated against the whole object
 /// and the root name rule is never ratcheted, so the operator's status apply was refused (422).

@@ -500,16 +500,20 @@ pub struct OAuth {
 }
 
 /// Limits protecting the tenant's backend. Counts are `u32` in Rust but `int64` in the schema.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimits {
+    /// Where the counters live. Unset: each pod keeps its own (the limits are per pod). With a store the
+    /// limits hold for the tenant as a whole and for each caller, across every replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<RateLimitStore>,
     /// Tool calls per minute allowed to one caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     // `format: uint32` is not an OpenAPI format: the API server warns about it on every CRD apply.
     #[schemars(with = "Option<i64>")]
     pub per_caller_per_minute: Option<u32>,
-    /// Tool calls per minute allowed to the whole tenant, per pod.
+    /// Tool calls per minute allowed to the whole tenant: per pod, or across all pods with a `store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
     #[schemars(with = "Option<i64>")]
@@ -519,6 +523,63 @@ pub struct RateLimits {
     #[schemars(range(min = 1, max = 10000))]
     #[schemars(with = "Option<i64>")]
     pub max_concurrent_backend_calls: Option<u32>,
+}
+
+/// A store shared by the tenant's replicas for the rate limits' counters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitStore {
+    /// A Redis server (or a Redis-compatible one: Valkey, a managed Redis).
+    pub redis: RedisStore,
+    /// The longest a tool call waits for the store, as a duration (`50ms`, `1s`). Default `50ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), pattern(r"^[0-9]{1,6}(ms|s)$"))]
+    pub timeout: Option<String>,
+    /// What a tool call gets when the store fails or is slow: `failOpen` admits it by the pod's own
+    /// buckets, `failClosed` answers 503 with `Retry-After`. Default `failOpen`.
+    #[serde(default)]
+    pub failure_policy: StoreFailurePolicy,
+}
+
+/// The store's failure policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum StoreFailurePolicy {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
+impl StoreFailurePolicy {
+    /// The connector's `LUMENORE_RATE_LIMIT_STORE_FAILURE` value.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            StoreFailurePolicy::FailOpen => "open",
+            StoreFailurePolicy::FailClosed => "closed",
+        }
+    }
+}
+
+/// A Redis server. The password and the CA bundle come from Secrets of the tenant's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || self.url.startsWith('rediss://')").message("rateLimits.store.redis.caSecretRef needs a rediss:// url"))]
+pub struct RedisStore {
+    /// `redis://host:port[/db]`, or `rediss://` for TLS. No user or password in it.
+    #[x_kube(validation = Rule::new("!self.contains('@')").message("rateLimits.store.redis.url must not carry a user or password: use username and passwordSecretRef"))]
+    #[schemars(length(min = 10, max = 1024), pattern(r"^rediss?://[^@/\s]+(/[0-9]{1,2})?$"))]
+    pub url: String,
+    /// ACL user name (Redis 6+); unset uses the default user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub username: Option<String>,
+    /// Secret key holding the password, passed to the connector from the Secret, never inlined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the PEM bundle of the authorities that sign the server's certificate (with
+    /// `rediss://`), instead of the system roots. Mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Observed state of a LumenoreConnector.

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -91,7 +92,38 @@ pub(super) async fn apply_children(
     ctx.while_cached(&key, lc.metadata.uid.as_deref(), || {
         lock(&ctx.replicas_owned).insert(key.clone(), owned);
     });
+    apply_shares(ctx, lc, ns, &deployment).await.child("ConfigMap")?;
     Ok(deployment)
+}
+
+/// The rate-limit shares ConfigMap, after the Deployment: its ready replicas as the Deployment just
+/// answered them (a change of them is a Deployment event, so it reconciles again). Applied every time it
+/// is wanted (so a hand-deleted one comes back); pruned once when it is not.
+async fn apply_shares(
+    ctx: &Context,
+    lc: &LumenoreConnector,
+    ns: &str,
+    deployment: &Deployment,
+) -> Result<(), kube::Error> {
+    let key = key_of(&lc.metadata);
+    let uid = lc.metadata.uid.as_deref();
+    match builders::shares_config_map(lc, builders::shares_of(deployment)) {
+        Some(config_map) => {
+            apply(&ctx.client, &ctx.config.field_manager, ns, &config_map).await?;
+            lock(&ctx.shares_absent).remove(&key);
+        }
+        None => {
+            if lock(&ctx.shares_absent).contains(&key) {
+                return Ok(());
+            }
+            let name = builders::shares_config_map_name(lc);
+            prune::<ConfigMap>(&ctx.client, ns, &name, uid.unwrap_or_default()).await?;
+            ctx.while_cached(&key, uid, || {
+                lock(&ctx.shares_absent).insert(key.clone());
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Does `manager`'s server-side apply own `spec.replicas` of `d`?

@@ -92,6 +92,9 @@ pub struct Context {
     /// Whether the operator's field manager owned the Deployment's `spec.replicas` after its last
     /// apply (unknown after a restart: then the live Deployment is read once).
     replicas_owned: Mutex<HashMap<String, bool>>,
+    /// Objects whose rate-limit shares ConfigMap is known to be absent (pruned, or never made): their
+    /// reconciles skip the read a prune needs.
+    shares_absent: Mutex<std::collections::HashSet<String>>,
     /// Fleet rollouts and tenant caches (the image each tenant should run).
     pub fleet: Arc<crate::rollout::FleetView>,
     /// The tenant caches the controllers read (set by `run::tenant_caches`). State about an
@@ -113,6 +116,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             replicas_owned: Mutex::new(HashMap::new()),
+            shares_absent: Mutex::new(Default::default()),
             fleet: Arc::new(crate::rollout::FleetView::new()),
             caches: Mutex::new(Vec::new()),
             liveness: Mutex::new(()),
@@ -168,6 +172,7 @@ impl Context {
         self.remember_conditions(key, None);
         lock(&self.failures).remove(key);
         lock(&self.replicas_owned).remove(key);
+        lock(&self.shares_absent).remove(key);
     }
 
     /// Forget every object of namespace `scope` (all namespaces when `None`) that is not in
@@ -177,6 +182,7 @@ impl Context {
         let mut keys: std::collections::HashSet<String> = lock(&self.written).keys().cloned().collect();
         keys.extend(lock(&self.failures).keys().cloned());
         keys.extend(lock(&self.replicas_owned).keys().cloned());
+        keys.extend(lock(&self.shares_absent).iter().cloned());
         keys.extend(self.metrics.known_keys());
         keys.extend(self.metrics.stages.known_keys());
         let in_scope = |k: &str| scope.is_none_or(|ns| k.split_once('/').is_some_and(|(n, _)| n == ns));
@@ -191,6 +197,7 @@ impl Context {
         let mut keys: std::collections::HashSet<String> = lock(&self.written).keys().cloned().collect();
         keys.extend(lock(&self.failures).keys().cloned());
         keys.extend(lock(&self.replicas_owned).keys().cloned());
+        keys.extend(lock(&self.shares_absent).iter().cloned());
         keys.len()
     }
 

@@ -5,10 +5,12 @@
 //! - [`cluster`]: the fake API server, the operator processes, the Deployment controller, objects;
 //! - [`checker`]: the invariants (a)–(e), checked as each write lands, (f) at the end;
 //! - [`chaos`]: a seeded random schedule of faults over a rollout (the chaos test and the soak);
-//! - [`rng`]: the seeded PRNG.
+//! - [`rng`]: the seeded PRNG;
+//! - [`connectors`]: real connector processes and the kubelet's projection of a ConfigMap into them.
 #![allow(dead_code)]
 
 pub mod chaos;
 pub mod checker;
 pub mod cluster;
+pub mod connectors;
 pub mod rng;
