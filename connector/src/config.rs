@@ -286,8 +286,10 @@ pub struct Config {
     /// A Redis server that keeps the rate limits for every replica of the tenant: `redis://host:port[/db]`,
     /// or `rediss://` for TLS. One atomic script per tool call; the pod's own buckets are then only the
     /// fallback. No password in the URL: it is read from LUMENORE_RATE_LIMIT_STORE_PASSWORD only.
+    // A String, checked by `store_settings`: clap would print a value it cannot parse, and a URL may
+    // carry a password by mistake.
     #[arg(long, env = env::RATE_LIMIT_STORE)]
-    pub rate_limit_store: Option<Url>,
+    pub rate_limit_store: Option<String>,
 
     /// The store's ACL user name (Redis 6+); unset uses the default user.
     #[arg(long, env = env::RATE_LIMIT_STORE_USERNAME)]
@@ -582,9 +584,16 @@ impl Config {
     /// The rate-limit store, when one is named: checked (scheme, no password in the URL, a scope), with
     /// its password from the environment.
     pub fn store_settings(&self) -> Result<Option<StoreSettings>, String> {
-        let Some(url) = &self.rate_limit_store else {
+        let Some(text) = &self.rate_limit_store else {
             return Ok(None);
         };
+        // The error names the rule, never the value (it may hold a password).
+        let url = Url::parse(text.trim()).map_err(|error| {
+            format!(
+                "--rate-limit-store ({}) is not a URL ({error}): expected redis://host:port[/db] or rediss://…",
+                env::RATE_LIMIT_STORE
+            )
+        })?;
         if !matches!(url.scheme(), "redis" | "rediss") {
             return Err(format!(
                 "--rate-limit-store ({}) must be a redis:// or rediss:// URL, not {}://",
@@ -598,6 +607,16 @@ impl Config {
                 env::RATE_LIMIT_STORE,
                 env::RATE_LIMIT_STORE_USERNAME,
                 env::RATE_LIMIT_STORE_PASSWORD
+            ));
+        }
+        let db_path = url.path().trim_start_matches('/');
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !(db_path.is_empty() || db_path.len() <= 2 && db_path.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "--rate-limit-store ({}) must be redis://host:port[/db] or rediss://…, with no query or fragment",
+                env::RATE_LIMIT_STORE
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
@@ -633,7 +652,7 @@ impl Config {
             .filter(|value| !value.is_empty())
             .map(secrecy::SecretString::from);
         Ok(Some(StoreSettings {
-            url: url.clone(),
+            url,
             username: self
                 .rate_limit_store_username
                 .clone()
@@ -792,6 +811,16 @@ mod tests {
     #[test]
     fn a_rate_limit_store_is_checked_and_its_password_is_no_flag() {
         assert!(parse(&[]).store_settings().unwrap().is_none());
+        for good in [
+            "redis://10.0.0.7",
+            "rediss://redis.platform.svc:6380/",
+            "redis://[::1]:6379/15",
+        ] {
+            assert!(
+                parse(&["--rate-limit-store", good]).store_settings().is_ok(),
+                "{good}"
+            );
+        }
         let store = parse(&["--rate-limit-store", "redis://redis.platform.svc:6379/2"])
             .store_settings()
             .unwrap()

@@ -75,6 +75,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub store: &'static str,
+}
+
+/// The one store kind the connector speaks to.
+pub const REDIS_STORE: StoreLabels = StoreLabels { store: "redis" };
+
 /// All metrics of the connector, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -87,7 +95,7 @@ pub struct Metrics {
     pub ready: Gauge,
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub rate_limited: Family<LimitLabels, Counter>,
-    pub rate_limit_store_up: Gauge,
+    pub rate_limit_store_up: Family<StoreLabels, Gauge>,
     pub rate_limit_shares: Gauge,
     pub rate_limit_store_failures: Family<ReasonLabels, Counter>,
     pub api_key_reloads: Family<OutcomeLabels, Counter>,
@@ -162,10 +170,10 @@ impl Metrics {
             "Tool calls refused over a limit, by limit (caller, tenant, concurrency: HTTP 429; store_unavailable: HTTP 503, the rate-limit store failed and its failure policy is closed)",
             rate_limited.clone(),
         );
-        let rate_limit_store_up = Gauge::default();
+        let rate_limit_store_up = Family::<StoreLabels, Gauge>::default();
         registry.register(
             "rate_limit_store_up",
-            "1 when the last call to the rate-limit store answered, 0 when it failed (absent: no store)",
+            "1 when the last call to the rate-limit store answered, 0 when it failed; no series without a store",
             rate_limit_store_up.clone(),
         );
         let rate_limit_shares = Gauge::default();

@@ -72,6 +72,14 @@ impl RedisServer {
         }
     }
 
+    /// Changes the running server's password (`CONFIG SET requirepass`): connections made with the old
+    /// one stay, new ones need the new one.
+    pub fn set_password(&mut self, password: &str) {
+        let answer = self.cli(&["CONFIG", "SET", "requirepass", password]);
+        assert_eq!(answer.trim(), "OK", "CONFIG SET requirepass");
+        self.password = password.to_string();
+    }
+
     /// SIGKILL: the store is gone, connections reset.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -20,13 +20,18 @@ use std::{
     time::Duration,
 };
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use store::{Rates, RedisStore, StoreError};
 pub use store::{StoreFailure, StoreHealth, StoreSettings};
 
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{Metrics, REDIS_STORE, ReasonLabels};
 
 /// Which limit refused a call; the metric label and audit reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,10 +134,15 @@ pub fn share(limit: NonZeroU32, shares: NonZeroU32) -> NonZeroU32 {
         .unwrap_or(NonZeroU32::MIN)
 }
 
+/// The tenant's bucket, telling how full it is (to carry that over a change of the shares).
+type TenantBucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
 /// The pod's own buckets.
 struct LocalBuckets {
     caller: Option<DefaultKeyedRateLimiter<Arc<str>>>,
-    tenant: Option<DefaultDirectRateLimiter>,
+    tenant: Option<TenantBucket>,
+    /// The tenant bucket's size (its burst).
+    tenant_burst: u32,
 }
 
 impl LocalBuckets {
@@ -141,7 +151,36 @@ impl LocalBuckets {
         let quota = |limit| Quota::per_minute(share(limit, shares));
         LocalBuckets {
             caller: settings.caller_per_minute.map(|n| RateLimiter::keyed(quota(n))),
-            tenant: settings.tenant_per_minute.map(|n| RateLimiter::direct(quota(n))),
+            tenant: settings
+                .tenant_per_minute
+                .map(|n| RateLimiter::direct(quota(n)).with_middleware::<StateInformationMiddleware>()),
+            tenant_burst: settings.tenant_per_minute.map_or(0, |n| share(n, shares).get()),
+        }
+    }
+
+    /// How full the tenant's bucket is, from 0 to 1 (1 without one). Takes a token to find out: only for
+    /// buckets about to be replaced.
+    fn tenant_fill(&self) -> f64 {
+        match &self.tenant {
+            None => 1.0,
+            Some(limiter) => match limiter.check() {
+                Ok(state) => {
+                    f64::from(state.remaining_burst_capacity() + 1) / f64::from(self.tenant_burst.max(1))
+                }
+                Err(_) => 0.0,
+            },
+        }
+    }
+
+    /// Empties the tenant's bucket down to `fill` of its size.
+    fn fill_tenant_to(&self, fill: f64) {
+        if let Some(limiter) = &self.tenant {
+            let burst = f64::from(self.tenant_burst);
+            // Whole tokens left, rounded down (the 1e-9 absorbs the float error of 4/6 × 3).
+            let take = (burst - (fill.clamp(0.0, 1.0) * burst + 1e-9).floor()) as u32;
+            if let Some(take) = NonZeroU32::new(take) {
+                let _ = limiter.check_n(take);
+            }
         }
     }
 
@@ -165,8 +204,8 @@ impl LocalBuckets {
 }
 
 pub struct Limits {
-    /// The pod's own buckets, made again when the shares change (so a change starts them full: one
-    /// share's burst, the bound docs/auth.md states).
+    /// The pod's own buckets, made again when the shares change; the tenant's new bucket is as full as
+    /// the old one was (so a change adds no burst), the callers' new buckets start full.
     local: RwLock<Arc<LocalBuckets>>,
     settings: LimitSettings,
     shares: Mutex<SharesState>,
@@ -190,7 +229,7 @@ impl Limits {
             _ => None,
         };
         if store.is_some() {
-            metrics.rate_limit_store_up.set(1);
+            metrics.rate_limit_store_up.get_or_create(&REDIS_STORE).set(1);
         }
         let mut shares = settings.shares;
         if let Some(path) = &settings.shares_file {
@@ -254,8 +293,10 @@ impl Limits {
                         "rate-limit shares changed: this pod's buckets now hold the limits divided by the new number"
                     );
                     state.current = shares;
-                    *self.local.write().unwrap_or_else(|e| e.into_inner()) =
-                        Arc::new(LocalBuckets::new(&self.settings, shares));
+                    let fresh = LocalBuckets::new(&self.settings, shares);
+                    let mut local = self.local.write().unwrap_or_else(|e| e.into_inner());
+                    fresh.fill_tenant_to(local.tenant_fill());
+                    *local = Arc::new(fresh);
                     self.metrics.rate_limit_shares.set(i64::from(shares.get()));
                 }
             }
@@ -290,11 +331,17 @@ impl Limits {
         };
         match store.admit(caller, self.rates).await {
             Ok(None) => {
-                self.metrics.rate_limit_store_up.set(1);
+                self.metrics
+                    .rate_limit_store_up
+                    .get_or_create(&REDIS_STORE)
+                    .set(1);
                 Ok(permit)
             }
             Ok(Some(hit)) => {
-                self.metrics.rate_limit_store_up.set(1);
+                self.metrics
+                    .rate_limit_store_up
+                    .get_or_create(&REDIS_STORE)
+                    .set(1);
                 Err(hit)
             }
             Err(error) => {
@@ -308,7 +355,10 @@ impl Limits {
     }
 
     fn store_failed(&self, error: StoreError) {
-        self.metrics.rate_limit_store_up.set(0);
+        self.metrics
+            .rate_limit_store_up
+            .get_or_create(&REDIS_STORE)
+            .set(0);
         self.metrics
             .rate_limit_store_failures
             .get_or_create(&ReasonLabels {
@@ -477,11 +527,32 @@ mod tests {
         // Read at start: 12 / 2.
         assert_eq!(limits.shares().get(), 2);
         assert_eq!(admitted(&limits), 6);
-        // Changed: the buckets are made again with 12 / 5 = 3 (rounded up).
+        // Changed: the buckets are made again with 12 / 5 = 3 (rounded up), as full as the old one was:
+        // empty, so a change adds no burst.
         std::fs::write(&path, "5\n").unwrap();
         limits.read_shares_file(&path).await;
         assert_eq!(limits.shares().get(), 5);
-        assert_eq!(admitted(&limits), 3);
+        assert_eq!(admitted(&limits), 0);
+        // A bucket two-thirds full stays two-thirds full: 12 / 4 = 3 of which 2.
+        let other = dir.path().join("other");
+        let half = Limits::new(
+            LimitSettings {
+                tenant_per_minute: n(12),
+                shares: NonZeroU32::new(2).unwrap(),
+                shares_file: Some(other.clone()),
+                ..Default::default()
+            },
+            None,
+            Metrics::new(),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            futures::executor::block_on(half.admit(&a)).unwrap();
+        }
+        std::fs::write(&other, "4").unwrap();
+        half.read_shares_file(&other).await;
+        assert_eq!(half.shares().get(), 4);
+        assert_eq!(admitted(&half), 2);
         assert!(
             metrics
                 .encode()

@@ -4,12 +4,13 @@
 //! One tool call is one round trip: a server-side script (GCRA, the same bucket the pod's own limiter
 //! keeps: a burst of `n`, then one every 60/`n` s) checks the caller's bucket, then the tenant's, and writes
 //! both only when both admit, so a refused call takes no token from either. The script reads the server's
-//! clock (`TIME`), so replicas' clocks do not matter. `Script` sends `EVALSHA` and falls back to `EVAL`
-//! after a restart that emptied the script cache.
+//! clock (`TIME`, allowed before writes from Redis 5 on), so replicas' clocks do not matter. `Script` sends
+//! `EVALSHA`, and after a restart that emptied the script cache loads the script again (`SCRIPT LOAD`).
 //!
 //! Keys: `lumenore:rl:{<scope>}:tenant` and `lumenore:rl:{<scope>}:caller:<hash>`, where the scope is the
-//! tenant (`<namespace>/<name>`), in braces so a Redis Cluster keeps both keys of a call in one slot, and the
-//! caller's id appears only as a SHA-256 digest. Every key expires when its bucket is full again.
+//! tenant (`<namespace>/<name>`), in braces so both keys of a call hash to one slot (the client talks to
+//! one node: a Redis Cluster is not supported, a proxy in front of one is), and the caller's id appears
+//! only as a SHA-256 digest. Every key expires when its bucket is full again.
 
 use std::{
     sync::{
@@ -154,6 +155,21 @@ pub fn keys(scope: &str, caller: &str) -> (String, String) {
     )
 }
 
+/// Failures in a row after which the connection manager is made again.
+pub const FAILURES_BEFORE_RECONNECT: u32 = 3;
+
+/// A connection manager that connects lazily. A reconnect is tried at once and then with short backoff; a
+/// call never waits past its own timeout for it, so these only bound the background work.
+fn manager(client: &Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
 /// Whether the last store call answered: for `/readyz` and the transition log lines.
 #[derive(Debug)]
 pub struct StoreHealth {
@@ -183,7 +199,12 @@ impl StoreHealth {
 }
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    client: Client,
+    /// Made again after [`FAILURES_BEFORE_RECONNECT`] failures in a row: the manager reconnects by itself
+    /// only after an I/O error, and keeps any other failure of its connection set-up (a refused AUTH, a
+    /// full server) for every later call.
+    connection: std::sync::RwLock<ConnectionManager>,
+    failures_in_a_row: std::sync::atomic::AtomicU32,
     script: Script,
     scope: String,
     timeout: Duration,
@@ -205,7 +226,13 @@ impl RedisStore {
         if let Some(password) = &settings.password {
             redis_settings = redis_settings.set_password(password.expose_secret());
         }
-        let info = info.set_redis_settings(redis_settings);
+        // No Nagle delay on one small request per call; and a peer gone silently (a partition, a replaced
+        // pod) breaks the connection after 2 s of unanswered data instead of the kernel's 15 minutes, which
+        // the manager sees as an I/O error and reconnects.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        #[cfg(target_os = "linux")]
+        let tcp = tcp.set_user_timeout(Duration::from_secs(2));
+        let info = info.set_redis_settings(redis_settings).set_tcp_settings(tcp);
         let client = match &settings.ca_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -221,17 +248,11 @@ impl RedisStore {
             }
             None => Client::open(info).map_err(invalid)?,
         };
-        // A reconnect is tried at once and then with short backoff; a call never waits past `timeout` for
-        // it (the caller's own timeout), so these only bound the background work.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
+        let connection = manager(&client).map_err(invalid)?;
         Ok(RedisStore {
-            connection,
+            client,
+            connection: std::sync::RwLock::new(connection),
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
             script: Script::new(GCRA),
             scope: settings.scope.clone(),
             timeout: settings.timeout,
@@ -258,7 +279,7 @@ impl RedisStore {
         let (tenant_key, caller_key) = keys(&self.scope, caller);
         let (caller_interval, caller_burst) = rates.caller.unwrap_or((0, 0));
         let (tenant_interval, tenant_burst) = rates.tenant.unwrap_or((0, 0));
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut invocation = self.script.key(tenant_key);
         invocation
             .key(caller_key)
@@ -281,14 +302,22 @@ impl RedisStore {
                 }))
             }
         };
-        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         match verdict {
             Err(error) => {
-                *paused = Some(tokio::time::Instant::now() + PAUSE_AFTER_FAILURE);
+                *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(tokio::time::Instant::now() + PAUSE_AFTER_FAILURE);
                 self.health.record(false, error.label());
+                if self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_BEFORE_RECONNECT {
+                    self.failures_in_a_row.store(0, Ordering::Relaxed);
+                    // Lazy: connects on the next call, in the background of no call.
+                    if let Ok(fresh) = manager(&self.client) {
+                        *self.connection.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                    }
+                }
             }
             Ok(_) => {
-                *paused = None;
+                *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.failures_in_a_row.store(0, Ordering::Relaxed);
                 self.health.record(true, "answered");
             }
         }
