@@ -117,28 +117,47 @@ pub async fn read_inputs(client: &Client, lc: &LumenoreConnector) -> Result<Inpu
         }
     }
 
-    // The OTLP headers reach the connector as an environment variable, read at start: their hash
-    // joins the credentials hash, so a rotation rolls the pods. (Unset: the hash is unchanged.)
-    if let Some(h) = lc
+    // Values the connector reads once, at start: the OTLP headers (an environment variable), the
+    // rate-limit store's password (one too) and its CA bundle (a file it loads once). Their hashes join the
+    // credentials hash, so a rotation rolls the pods. (Unset: the hash is unchanged.)
+    let otlp_headers = lc
         .spec
         .telemetry
         .as_ref()
         .and_then(|t| t.otlp.as_ref())
-        .and_then(|o| o.headers_secret_ref.as_ref())
-    {
-        match get_secret(&api, &h.name).await? {
+        .and_then(|o| o.headers_secret_ref.as_ref());
+    let redis = lc
+        .spec
+        .rate_limits
+        .as_ref()
+        .and_then(|r| r.store.as_ref())
+        .map(|s| &s.redis);
+    let read_at_start = [
+        ("otlp-headers", otlp_headers),
+        (
+            "rate-limit-store-password",
+            redis.and_then(|r| r.password_secret_ref.as_ref()),
+        ),
+        (
+            "rate-limit-store-ca",
+            redis.and_then(|r| r.ca_secret_ref.as_ref()),
+        ),
+    ];
+    for (label, reference) in read_at_start {
+        let Some(reference) = reference else { continue };
+        match get_secret(&api, &reference.name).await? {
             None => {
                 out.problem = Some(SecretProblem::NotFound {
-                    secret: h.name.clone(),
+                    secret: reference.name.clone(),
                 });
                 return Ok(out);
             }
-            Some(secret) => match check_keys(&h.name, &secret, &[h.key.as_str()]) {
-                Ok(headers) => {
+            Some(secret) => match check_keys(&reference.name, &secret, &[reference.key.as_str()]) {
+                Ok(value) => {
                     let previous = out.credentials_hash.take().unwrap_or_default();
                     out.credentials_hash = Some(hash_values([
                         ("credentials", previous.as_bytes()),
-                        ("otlp-headers", headers.as_bytes()),
+                        (label, value.as_bytes()),
                     ]));
                 }
                 Err(p) => {
@@ -337,7 +356,21 @@ pub fn referenced_secrets(lc: &LumenoreConnector) -> impl Iterator<Item = &str> 
         .and_then(|t| t.otlp.as_ref())
         .and_then(|o| o.headers_secret_ref.as_ref())
         .map(|h| h.name.as_str());
-    creds.into_iter().chain(keys).chain(headers)
+    let store = lc
+        .spec
+        .rate_limits
+        .as_ref()
+        .and_then(|r| r.store.as_ref())
+        .into_iter()
+        .flat_map(|s| {
+            [
+                s.redis.password_secret_ref.as_ref(),
+                s.redis.ca_secret_ref.as_ref(),
+            ]
+        })
+        .flatten()
+        .map(|r| r.name.as_str());
+    creds.into_iter().chain(keys).chain(headers).chain(store)
 }
 
 #[cfg(test)]

@@ -146,6 +146,11 @@ pub fn validate(lc: &LumenoreConnector, cluster: &ClusterIdentity) -> Result<Str
     {
         return invalid(m);
     }
+    if let Some(store) = spec.rate_limits.as_ref().and_then(|r| r.store.as_ref())
+        && let Err(m) = validate_store(store)
+    {
+        return invalid(m);
+    }
 
     if let Some(cloud) = cluster.cloud
         && cloud != spec.region.cloud
@@ -201,6 +206,39 @@ fn validate_otlp(otlp: &Otlp) -> Result<(), String> {
         && !(0.0..=1.0).contains(&r)
     {
         return Err("spec.telemetry.otlp.samplingRatio must be between 0 and 1".into());
+    }
+    Ok(())
+}
+
+/// The rate-limit store, as the connector will check it (`Config::store_settings`): a resource the API
+/// server admitted (schema, CEL) but the connector would refuse is refused here, instead of pods that
+/// crash at start.
+pub fn validate_store(store: &crate::crd::RateLimitStore) -> Result<(), String> {
+    let rule = "spec.rateLimits.store.redis.url must be redis://host[:port][/db] or rediss://…, without a user, password, query or fragment";
+    let url = url::Url::parse(&store.redis.url).map_err(|_| rule.to_string())?;
+    let db = url.path().trim_start_matches('/');
+    let db_ok = db.is_empty() || db.len() <= 2 && db.bytes().all(|b| b.is_ascii_digit());
+    if !matches!(url.scheme(), "redis" | "rediss")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !db_ok
+    {
+        return Err(rule.into());
+    }
+    if let Some(timeout) = &store.timeout {
+        let positive = timeout
+            .trim_end_matches("ms")
+            .trim_end_matches('s')
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0);
+        if !positive {
+            return Err(format!(
+                "spec.rateLimits.store.timeout {timeout:?} must be a positive duration in ms or s (e.g. 50ms)"
+            ));
+        }
     }
     Ok(())
 }

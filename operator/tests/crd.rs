@@ -475,3 +475,61 @@ fn otlp_endpoint_cel_rule_and_rust_pattern_are_the_same() {
     );
     assert_eq!(rule, expected);
 }
+
+/// Issue 23: the store URL and timeout the schema admits are exactly what the connector accepts, so a
+/// resource the API server takes never becomes pods that crash at start (`validate::validate_store` is the
+/// operator's second check, the connector's own the third).
+#[test]
+fn the_rate_limit_store_schema_admits_what_the_connector_accepts() {
+    use lumenore_operator::crd::RateLimitStore;
+    let s = schema();
+    let store = &s["properties"]["spec"]["properties"]["rateLimits"]["properties"]["store"]["properties"];
+    let url_pattern =
+        regex::Regex::new(store["redis"]["properties"]["url"]["pattern"].as_str().unwrap()).unwrap();
+    let timeout_pattern = regex::Regex::new(store["timeout"]["pattern"].as_str().unwrap()).unwrap();
+    let parsed = |url: &str, timeout: Option<&str>| -> RateLimitStore {
+        serde_json::from_value(serde_json::json!({"redis": {"url": url}, "timeout": timeout})).unwrap()
+    };
+    for good in [
+        "redis://redis.platform.svc:6379/0",
+        "redis://10.0.0.7",
+        "rediss://redis.platform.svc.cluster.local:6380/",
+        "redis://[fd00::7]:6379/15",
+    ] {
+        assert!(url_pattern.is_match(good), "schema refuses {good}");
+        lumenore_operator::validate::validate_store(&parsed(good, None))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "redis://:hunter2@redis:6379",
+        "redis://admin@redis:6379",
+        "redis://:6379",
+        "rediss://redis#x",
+        "redis://redis?protocol=x",
+        "redis://redis/a",
+        "http://redis:6379",
+    ] {
+        assert!(!url_pattern.is_match(bad), "schema admits {bad}");
+        assert!(
+            lumenore_operator::validate::validate_store(&parsed(bad, None)).is_err(),
+            "{bad}"
+        );
+    }
+    // The schema's pattern cannot bound a port: the operator's check refuses what a URL cannot hold.
+    assert!(url_pattern.is_match("redis://redis:99999"));
+    assert!(lumenore_operator::validate::validate_store(&parsed("redis://redis:99999", None)).is_err());
+    for (timeout, ok) in [
+        ("50ms", true),
+        ("1s", true),
+        ("0ms", false),
+        ("0s", false),
+        ("5m", false),
+        ("007ms", false),
+    ] {
+        assert_eq!(timeout_pattern.is_match(timeout), ok, "{timeout}");
+        if ok {
+            lumenore_operator::validate::validate_store(&parsed("redis://r:6379", Some(timeout))).unwrap();
+        }
+    }
+    assert!(lumenore_operator::validate::validate_store(&parsed("redis://r:6379", Some("0ms"))).is_err());
+}

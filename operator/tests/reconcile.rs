@@ -728,6 +728,76 @@ async fn telemetry_is_validated_and_its_headers_secret_rolls_the_pods() {
     );
 }
 
+/// Issue 23: the rate-limit store's Secrets are checked like the credentials (a missing one is in the
+/// status, not a pod stuck in CreateContainerConfigError), a URL the connector would refuse is refused in
+/// the status, and a rotated password or CA rolls the pods (the connector reads both at start). The
+/// shares ConfigMap follows the Deployment's ready replicas and goes with the rates.
+#[tokio::test]
+async fn the_rate_limit_stores_secrets_are_checked_and_roll_the_pods() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let e = env();
+    e.api.put(&acme_secret());
+    let mut spec = minimal_spec();
+    spec["rateLimits"] = json!({"tenantPerMinute": 600, "store": {"redis": {
+        "url": "redis://redis.platform.svc:99999",
+        "passwordSecretRef": {"name": "acme-redis", "key": "password"}}}});
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.reconcile("acme").await.unwrap();
+    let c = e.condition("acme", "Accepted");
+    assert_condition(&c, "False", "InvalidSpec");
+    assert!(
+        c.message.contains("spec.rateLimits.store.redis.url"),
+        "{}",
+        c.message
+    );
+    assert!(e.api.names::<Deployment>(NS).is_empty());
+
+    spec["rateLimits"]["store"]["redis"]["url"] = json!("rediss://redis.platform.svc:6380/0");
+    spec["rateLimits"]["store"]["redis"]["caSecretRef"] = json!({"name": "acme-redis-ca", "key": "ca.pem"});
+    e.api.put(&connector(NS, "acme", spec.clone()));
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Ready"), "False", "SecretNotFound");
+    assert!(e.condition("acme", "Ready").message.contains("acme-redis"));
+    e.api.put(&secret("acme-redis", &[("password", "one")]));
+    e.reconcile("acme").await.unwrap();
+    assert!(e.condition("acme", "Ready").message.contains("acme-redis-ca"));
+    e.api.put(&secret(
+        "acme-redis-ca",
+        &[("ca.pem", "-----BEGIN CERTIFICATE-----one")],
+    ));
+    e.reconcile("acme").await.unwrap();
+    assert_condition(&e.condition("acme", "Accepted"), "True", "Accepted");
+    let first = e.hash("acme");
+    e.api.put(&secret("acme-redis", &[("password", "two")]));
+    e.reconcile("acme").await.unwrap();
+    let second = e.hash("acme");
+    assert_ne!(second, first, "a rotated store password rolls the pods");
+    e.api.put(&secret(
+        "acme-redis-ca",
+        &[("ca.pem", "-----BEGIN CERTIFICATE-----two")],
+    ));
+    e.reconcile("acme").await.unwrap();
+    assert_ne!(e.hash("acme"), second, "a rotated CA bundle rolls the pods");
+    let cr = e.cr("acme");
+    let referenced: Vec<&str> = lumenore_operator::inputs::referenced_secrets(&cr).collect();
+    assert!(
+        referenced.contains(&"acme-redis") && referenced.contains(&"acme-redis-ca"),
+        "{referenced:?}"
+    );
+
+    // The shares ConfigMap: made with the Deployment, removed with the rates.
+    let shares = |e: &Env| {
+        e.api
+            .get_raw::<ConfigMap>(NS, "acme-rate-limits")
+            .map(|cm| cm["data"]["shares"].clone())
+    };
+    assert_eq!(shares(&e), Some(json!("1")));
+    spec.as_object_mut().unwrap().remove("rateLimits");
+    e.api.put(&connector(NS, "acme", spec));
+    e.reconcile("acme").await.unwrap();
+    assert_eq!(shares(&e), None, "pruned when the rates go");
+}
+
 #[tokio::test]
 async fn api_keys_secret_is_checked_but_does_not_roll_pods() {
     let e = env_with(ClusterIdentity::default());

@@ -533,7 +533,7 @@ pub struct RateLimitStore {
     pub redis: RedisStore,
     /// The longest a tool call waits for the store, as a duration (`50ms`, `1s`). Default `50ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16), pattern(r"^[0-9]{1,6}(ms|s)$"))]
+    #[schemars(length(max = 16), pattern(r"^[1-9][0-9]{0,5}(ms|s)$"))]
     pub timeout: Option<String>,
     /// What a tool call gets when the store fails or is slow: `failOpen` admits it by the pod's own
     /// buckets, `failClosed` answers 503 with `Retry-After`. Default `failOpen`.
@@ -567,7 +567,10 @@ impl StoreFailurePolicy {
 pub struct RedisStore {
     /// `redis://host:port[/db]`, or `rediss://` for TLS. No user or password in it.
     #[x_kube(validation = Rule::new("!self.contains('@')").message("rateLimits.store.redis.url must not carry a user or password: use username and passwordSecretRef"))]
-    #[schemars(length(min = 10, max = 1024), pattern(r"^rediss?://[^@/\s]+(/[0-9]{1,2})?$"))]
+    #[schemars(
+        length(min = 10, max = 1024),
+        pattern(r"^rediss?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/([0-9]{1,2})?)?$")
+    )]
     pub url: String,
     /// ACL user name (Redis 6+); unset uses the default user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
