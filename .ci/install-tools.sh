@@ -11,6 +11,7 @@
 #   - buildah, wrk, hey .. Debian packages (versions are whatever Debian 12 ships)
 #   - slowhttptest, h2load (nghttp2-client)  Debian packages: the connector's edge attacks (docs/hardening.md)
 #   - redis-server ....... Debian package (7.0): the rate-limit store the connector shares across replicas
+#                          (openssl makes the certificates of its TLS test)
 #   - cargo-fuzz ......... crates.io (cargo install --locked), for .ci/fuzz.sh
 #   - oha ................ crates.io, only with INSTALL_OHA=1 (its build takes >5 min on
 #                          2 cores, so wrk/hey are the default load generators)
@@ -82,7 +83,7 @@ urllib3==2.8.0
 uvicorn==0.54.0
 EOF
 )"
-APT_PACKAGES=(buildah wrk hey lua5.4 slowhttptest nghttp2-client redis-server)
+APT_PACKAGES=(buildah wrk hey lua5.4 slowhttptest nghttp2-client redis-server openssl)
 
 # ---- locations ----------------------------------------------------------------
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -16,6 +16,70 @@ pub struct RedisServer {
     pub port: u16,
     password: String,
     child: Option<Child>,
+    /// With TLS: the directory holding `ca.pem`, `server.pem` and `server.key`.
+    tls: Option<PathBuf>,
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 signed by it, made with `openssl` in
+/// `dir` (`ca.pem`, `server.pem`, `server.key`).
+pub fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec: &[&str] = &[
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca: &[&str] = &[
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=lumenore-test-ca",
+    ];
+    openssl(&[&["req", "-x509"][..], ec, ca].concat());
+    let server: &[&str] = &[
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    openssl(&[&["req"][..], ec, server].concat());
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("san.cnf");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    ]);
 }
 
 impl RedisServer {
@@ -34,6 +98,22 @@ impl RedisServer {
             port: crate::free_port(),
             password: password.to_string(),
             child: None,
+            tls: None,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts a server that speaks TLS only, with the certificates [`make_certificates`] made in `dir`
+    /// (clients are not asked for certificates).
+    pub fn start_tls(binaries: &(PathBuf, PathBuf), password: &str, dir: &std::path::Path) -> RedisServer {
+        let mut server = RedisServer {
+            server: binaries.0.clone(),
+            cli: binaries.1.clone(),
+            port: crate::free_port(),
+            password: password.to_string(),
+            child: None,
+            tls: Some(dir.to_path_buf()),
         };
         server.start_again();
         server
@@ -46,10 +126,30 @@ impl RedisServer {
 
     /// Starts the server again on the same port (after [`Self::kill`]), empty.
     pub fn start_again(&mut self) {
+        let port = self.port.to_string();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    file("server.pem"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.pem"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ]
+            }
+        };
         let child = Command::new(&self.server)
+            .args(&listen)
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -101,7 +201,8 @@ impl RedisServer {
 
     /// One `redis-cli` command; its standard output (empty when the server does not answer in 5 s).
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("timeout")
+        let mut command = Command::new("timeout");
+        command
             .arg("5")
             .arg(&self.cli)
             .args([
@@ -112,10 +213,11 @@ impl RedisServer {
                 "--no-auth-warning",
                 "-a",
             ])
-            .arg(&self.password)
-            .args(args)
-            .output()
-            .expect("redis-cli");
+            .arg(&self.password);
+        if let Some(dir) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(dir.join("ca.pem"));
+        }
+        let output = command.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 

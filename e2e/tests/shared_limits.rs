@@ -410,3 +410,53 @@ async fn a_store_that_refused_the_password_is_used_once_it_takes_it() {
     assert!(!redis.keys("lumenore:rl:*").is_empty());
     assert_nothing_secret_logged(&[&closed], &keys);
 }
+
+/// The store over TLS (`rediss://`): a real `redis-server` speaking TLS only, with a certificate of a
+/// test authority that the connector is given (`--rate-limit-store-ca-file`). Verified: the same store
+/// without that authority (the system roots) is a failed store, never an unverified connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_over_tls_is_verified_against_the_given_authority() {
+    let Some(binaries) = RedisServer::find() else {
+        return;
+    };
+    let Some(_) = lumenore_e2e::tools::require("openssl", lumenore_e2e::tools::find("openssl")) else {
+        return;
+    };
+    let certificates = lumenore_e2e::raw::tempdir::Dir::new("shared-limits-tls");
+    lumenore_e2e::redis::make_certificates(&certificates.path);
+    let redis = RedisServer::start_tls(&binaries, PASSWORD, &certificates.path);
+    let (_dir, keys_file, keys) = keys_file("shared-limits-tls-keys", &["alice"]);
+    let tls_url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca = certificates.path.join("ca.pem").display().to_string();
+    let verified = Connector::start(
+        replica(&keys_file, Some(&redis), "closed")
+            .env("LUMENORE_RATE_LIMIT_STORE", &tls_url)
+            .env("LUMENORE_RATE_LIMIT_STORE_CA_FILE", &ca),
+    )
+    .await;
+    let http = http_client(Duration::from_secs(5));
+    // Alice's share of the store: 20 a minute, so 20 of 25 quick calls, then 429 from the store.
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(call(&http, &verified.mcp, &keys[0]).await.0);
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    println!(
+        "BENCH store over TLS: {admitted} of 25 admitted, the rest {:?}",
+        &statuses[admitted..]
+    );
+    assert_eq!(admitted, CALLER_PER_MINUTE as usize, "{statuses:?}");
+    assert!(statuses[admitted..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(!redis.keys("lumenore:rl:*").is_empty());
+
+    let unverified = Connector::start(
+        replica(&keys_file, Some(&redis), "closed").env("LUMENORE_RATE_LIMIT_STORE", &tls_url),
+    )
+    .await;
+    assert_eq!(
+        call(&http, &unverified.mcp, &keys[0]).await.0,
+        503,
+        "a certificate the connector cannot verify is a failed store"
+    );
+    assert_nothing_secret_logged(&[&verified, &unverified], &keys);
+}
