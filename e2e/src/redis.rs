@@ -92,28 +92,23 @@ impl RedisServer {
 
     /// Starts a server with `password` on a free port, no persistence; waits until it answers PING.
     pub fn start(binaries: &(PathBuf, PathBuf), password: &str) -> RedisServer {
-        let mut server = RedisServer {
-            server: binaries.0.clone(),
-            cli: binaries.1.clone(),
-            port: crate::free_port(),
-            password: password.to_string(),
-            child: None,
-            tls: None,
-        };
-        server.start_again();
-        server
+        Self::launch(binaries, password, None)
     }
 
     /// Starts a server that speaks TLS only, with the certificates [`make_certificates`] made in `dir`
     /// (clients are not asked for certificates).
     pub fn start_tls(binaries: &(PathBuf, PathBuf), password: &str, dir: &std::path::Path) -> RedisServer {
+        Self::launch(binaries, password, Some(dir.to_path_buf()))
+    }
+
+    fn launch(binaries: &(PathBuf, PathBuf), password: &str, tls: Option<PathBuf>) -> RedisServer {
         let mut server = RedisServer {
             server: binaries.0.clone(),
             cli: binaries.1.clone(),
             port: crate::free_port(),
             password: password.to_string(),
             child: None,
-            tls: Some(dir.to_path_buf()),
+            tls,
         };
         server.start_again();
         server
