@@ -494,9 +494,10 @@ fn suspend_then_resume_with_an_hpa_scales_again() {
 #[test]
 fn rate_limit_shares_follow_the_ready_replicas_into_each_connector() {
     use k8s_openapi::api::core::v1::ConfigMap;
+    use lumenore_e2e::connector::connector_binary;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use system_support::connectors::{ConnectorProc, connector_binary, project};
+    use system_support::connectors::{ConnectorProc, project};
 
     let binary = connector_binary();
     let mut c = Cluster::new(&["ns-a"]);

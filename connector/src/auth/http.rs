@@ -146,7 +146,7 @@ impl Gate {
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        () = tokio::time::sleep(SHARES_RELOAD_INTERVAL) => watcher.limits.read_shares_file(&path).await,
+                        () = tokio::time::sleep(SHARES_RELOAD_INTERVAL) => watcher.limits.read_shares_file(&path),
                         () = stop.cancelled() => return,
                     }
                 }

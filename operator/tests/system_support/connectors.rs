@@ -1,7 +1,7 @@
 //! Real `lumenore-connector` processes beside the operator, for the share-mode scenario (issue 23), and
 //! the kubelet's part between them: projecting a ConfigMap's key into each pod's mounted file (written
 //! beside and renamed into place, as the kubelet swaps its `..data` link, so a reader never sees half a
-//! file).
+//! file). The binary is `lumenore_e2e::connector::connector_binary`'s.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,39 +12,6 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::cluster::{free_port, http_get, must};
-
-/// The connector binary: `LUMENORE_CONNECTOR_BIN`, else built beside this test (same target directory
-/// and profile).
-pub fn connector_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("LUMENORE_CONNECTOR_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "lumenore-connector",
-            "--bin",
-            "lumenore-connector",
-        ])
-        .arg("--target-dir")
-        .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("cargo build").success(),
-        "cargo build -p lumenore-connector"
-    );
-    profile_dir.join("lumenore-connector")
-}
 
 /// One connector process (embedded backend, loopback, no caller authentication); killed on drop.
 pub struct ConnectorProc {

@@ -110,6 +110,13 @@ impl Default for LimitSettings {
     }
 }
 
+/// The number in the shares file at `path` (a few bytes: read in place, also from async code).
+fn read_shares(path: &Path) -> Result<NonZeroU32, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read it: {}", e.kind()))
+        .and_then(|text| parse_shares(&text))
+}
+
 /// The most pods a shares file may name; more is refused as a mistake.
 const MAX_SHARES: u32 = 10_000;
 
@@ -234,10 +241,7 @@ impl Limits {
         let mut shares = settings.shares;
         if let Some(path) = &settings.shares_file {
             // A file there at start is in force from the first call; one missing is waited for.
-            match std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| parse_shares(&t))
-            {
+            match read_shares(path) {
                 Ok(n) => shares = n,
                 Err(reason) => tracing::info!(
                     shares = shares.get(),
@@ -277,11 +281,8 @@ impl Limits {
 
     /// Re-reads the shares file; a new number makes the pod's buckets again. A missing or bad file keeps
     /// the last good number, with one log line per distinct problem.
-    pub async fn read_shares_file(&self, path: &Path) {
-        let read = tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| format!("cannot read it: {}", e.kind()))
-            .and_then(|text| parse_shares(&text));
+    pub fn read_shares_file(&self, path: &Path) {
+        let read = read_shares(path);
         let mut state = self.shares.lock().unwrap_or_else(|e| e.into_inner());
         match read {
             Ok(shares) => {
@@ -530,7 +531,7 @@ mod tests {
         // Changed: the buckets are made again with 12 / 5 = 3 (rounded up), as full as the old one was:
         // empty, so a change adds no burst.
         std::fs::write(&path, "5\n").unwrap();
-        limits.read_shares_file(&path).await;
+        limits.read_shares_file(&path);
         assert_eq!(limits.shares().get(), 5);
         assert_eq!(admitted(&limits), 0);
         // A bucket two-thirds full stays two-thirds full: 12 / 4 = 3 of which 2.
@@ -550,7 +551,7 @@ mod tests {
             futures::executor::block_on(half.admit(&a)).unwrap();
         }
         std::fs::write(&other, "4").unwrap();
-        half.read_shares_file(&other).await;
+        half.read_shares_file(&other);
         assert_eq!(half.shares().get(), 4);
         assert_eq!(admitted(&half), 2);
         assert!(
@@ -560,9 +561,9 @@ mod tests {
         );
         // Unusable or gone: the last good number stays.
         std::fs::write(&path, "lots").unwrap();
-        limits.read_shares_file(&path).await;
+        limits.read_shares_file(&path);
         std::fs::remove_file(&path).unwrap();
-        limits.read_shares_file(&path).await;
+        limits.read_shares_file(&path);
         assert_eq!(limits.shares().get(), 5);
     }
 
