@@ -339,3 +339,55 @@ fn the_rate_limit_store_is_checked_by_the_schema_and_cel() {
         "{err}"
     );
 }
+
+/// `spec.analysis` of a fleet rollout: what a schema alone cannot say.
+#[test]
+fn analysis_rules() {
+    let analysed = |analysis: Value| {
+        let mut s = rollout_spec();
+        s["analysis"] = analysis;
+        rollout(s)
+    };
+    let ok = json!({
+        "prometheus": {"url": "https://prometheus.monitoring.svc:9090/prefix",
+                       "bearerTokenSecretRef": {"name": "prom", "key": "token"},
+                       "caSecretRef": {"name": "prom", "key": "ca.crt"}},
+        "custom": [{"name": "backend-errors", "query": "sum(x{tenant=~\"{{ wave }}\"})", "max": 1}]
+    });
+    admit(V, LFR, &analysed(ok.clone()), None).unwrap();
+    let refused = |a: Value, want: &str| {
+        let err = admit(V, LFR, &analysed(a), None).unwrap_err();
+        assert!(err.contains(want), "{err}\nwanted: {want}");
+    };
+    refused(
+        with(
+            ok.clone(),
+            "/prometheus/url",
+            json!("https://user:pw@prometheus:9090"),
+        ),
+        "prometheus.url must be an http(s) URL with a host and no user part, query or fragment",
+    );
+    refused(
+        with(ok.clone(), "/prometheus/url", json!("http://prometheus:9090")),
+        "caSecretRef needs an https url",
+    );
+    let mut both = ok.clone();
+    both["prometheus"]["basicAuthSecretRef"] = json!({"name": "prom"});
+    refused(both, "set bearerTokenSecretRef or basicAuthSecretRef, not both");
+    refused(
+        with(ok.clone(), "/custom/0", json!({"name": "x", "query": "up"})),
+        "a custom check needs max, min or both",
+    );
+    refused(
+        json!({"prometheus": {"url": "http://p:9090"}, "errorRatio": {"enabled": false}, "latency": {"enabled": false}}),
+        "analysis needs a check: errorRatio, latency or custom",
+    );
+    let mut no_bake = rollout_spec();
+    no_bake["analysis"] = ok;
+    no_bake["bakeSeconds"] = json!(0);
+    let err = admit(V, LFR, &rollout(no_bake), None).unwrap_err();
+    assert!(
+        err.contains("analysis judges the bake: bakeSeconds must be above 0"),
+        "{err}"
+    );
+}

@@ -14,6 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use super::connector::SecretKeyRef;
 
 /// A staged upgrade of every LumenoreConnector that does not pin its own `spec.image`.
 #[allow(clippy::duplicated_attributes)]
@@ -83,6 +86,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("self.waves.all(w, self.waves.exists_one(x, x.name == w.name))").message("waves[].name must be unique").field_path(".waves"))]
 #[x_kube(validation = Rule::new("!has(self.waves[size(self.waves) - 1].selector) && self.waves[size(self.waves) - 1].percent == 100").message("the last wave must take every remaining tenant: no selector and percent 100").field_path(".waves"))]
+#[x_kube(validation = Rule::new("!has(self.analysis) || self.bakeSeconds > 0").message("analysis judges the bake: bakeSeconds must be above 0").field_path(".bakeSeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct LumenoreFleetRolloutSpec {
     /// Target connector image, with a tag or a digest (e.g. `ghcr.io/lumenore/lumenore-connector:0.2.0`).
@@ -122,6 +126,268 @@ pub struct LumenoreFleetRolloutSpec {
     /// Send every tenant this rollout moved back to the previous image (all at once).
     #[serde(default)]
     pub rollback: bool,
+
+    /// Judge each wave's bake by what the tenants' users feel, from Prometheus: the wave's tenants
+    /// against the tenants still on the previous image. Unset: a wave advances when its tenants are
+    /// Ready for `bakeSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+}
+
+/// Metric analysis of each wave's bake (every wave but the last, which has no baseline left).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.errorRatio) || !has(self.errorRatio.enabled) || self.errorRatio.enabled || !has(self.latency) || !has(self.latency.enabled) || self.latency.enabled || (has(self.custom) && size(self.custom) > 0)").message("analysis needs a check: errorRatio, latency or custom"))]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// The Prometheus-compatible query API the checks ask.
+    pub prometheus: PrometheusSource,
+    /// Seconds between two analyses of a bake.
+    #[serde(default = "default_interval_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+    /// Least tool calls of the wave's tenants (and of the baseline's, to compare with it) over the
+    /// bake for a verdict; fewer make a check inconclusive.
+    #[serde(default = "default_min_calls")]
+    #[schemars(range(min = 1, max = 1000000000))]
+    pub min_calls: u32,
+    /// Seconds an inconclusive bake is extended past `bakeSeconds` before `onInconclusive` decides.
+    #[serde(default = "default_max_extension_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub max_extension_seconds: u32,
+    /// What an analysis still inconclusive after the extension does: `Halt` (Stalled) or `Proceed`.
+    #[serde(default)]
+    pub on_inconclusive: InconclusivePolicy,
+    /// Seconds the query API may be unreachable or answer errors before the rollout halts
+    /// (`AnalysisUnavailable`); until then the bake waits. Never a pass.
+    #[serde(default = "default_unavailable_grace_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub unavailable_grace_seconds: u32,
+    /// A failed check rolls the rollout back at once (every tenant to the previous image), instead of
+    /// stalling where it is.
+    #[serde(default)]
+    pub auto_rollback: bool,
+    /// Tool-call error ratio (`outcome="error"`) of the wave against the baseline.
+    #[serde(default)]
+    pub error_ratio: ErrorRatioCheck,
+    /// Tool-call latency quantiles of the wave against the baseline.
+    #[serde(default)]
+    pub latency: LatencyCheck,
+    /// PromQL templates, each giving one number compared with `max` and/or `min`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(x, x.name == c.name))").message("custom[].name must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(c, c.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("custom[].name must be a DNS label"))]
+    #[x_kube(validation = Rule::new("self.all(c, has(c.max) || has(c.min))").message("a custom check needs max, min or both"))]
+    pub custom: Vec<CustomCheck>,
+}
+
+fn default_interval_seconds() -> u32 {
+    60
+}
+fn default_min_calls() -> u32 {
+    100
+}
+fn default_max_extension_seconds() -> u32 {
+    600
+}
+fn default_unavailable_grace_seconds() -> u32 {
+    120
+}
+fn yes() -> bool {
+    true
+}
+
+/// What an inconclusive analysis does once its extension is over.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InconclusivePolicy {
+    /// Stall the rollout (`AnalysisInconclusive`): a person decides.
+    #[default]
+    Halt,
+    /// Advance to the next wave, with a warning Event.
+    Proceed,
+}
+
+/// Where the analysis reads its figures.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))").message("set bearerTokenSecretRef or basicAuthSecretRef, not both"))]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || self.url.startsWith('https://')").message("caSecretRef needs an https url"))]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of a Prometheus-compatible query API (Prometheus, Thanos Query, Mimir's Prometheus
+    /// prefix): the operator POSTs to `<url>/api/v1/query`. No user part, query or fragment.
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+(/[^?#@\\\\s]*)?$')").message("prometheus.url must be an http(s) URL with a host and no user part, query or fragment"))]
+    pub url: String,
+    /// A Secret of the operator's namespace holding a bearer token under `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// A Secret of the operator's namespace with the keys `username` and `password` (HTTP basic auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<SecretName>,
+    /// A Secret of the operator's namespace holding the PEM CA bundle under `key` (https only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Seconds one query may take.
+    #[serde(default = "default_query_timeout_seconds")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: u32,
+    /// Label matchers (exact values) every built-in query adds, e.g. `cluster: eu-1` on a Prometheus
+    /// that sees several clusters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 10))]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_query_timeout_seconds() -> u32 {
+    10
+}
+
+/// A Secret, by name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretName {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The wave fails when its error ratio is both above `maxFactor` times the baseline's and more than
+/// `maxIncrease` above it (a baseline with too few calls counts as error-free).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRatioCheck {
+    /// Run this check.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Largest allowed excess over the baseline's ratio, as a fraction (0.01: one percentage point).
+    #[serde(default = "default_max_error_increase")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_increase: f64,
+    /// Largest allowed multiple of the baseline's ratio.
+    #[serde(default = "default_max_error_factor")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub max_factor: f64,
+}
+
+impl Default for ErrorRatioCheck {
+    fn default() -> Self {
+        ErrorRatioCheck {
+            enabled: true,
+            max_increase: default_max_error_increase(),
+            max_factor: default_max_error_factor(),
+        }
+    }
+}
+
+fn default_max_error_increase() -> f64 {
+    0.01
+}
+fn default_max_error_factor() -> f64 {
+    2.0
+}
+
+/// The wave fails when a latency quantile is both above `maxFactor` times the baseline's and more than
+/// `minIncreaseSeconds` above it, or above `maxSeconds`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyCheck {
+    /// Run this check.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Quantiles compared (from `lumenore_connector_tool_call_duration_seconds`).
+    #[serde(default = "default_quantiles")]
+    #[schemars(length(min = 1, max = 4))]
+    pub quantiles: Vec<Quantile>,
+    /// Largest allowed multiple of the baseline's quantile.
+    #[serde(default = "default_max_latency_factor")]
+    #[schemars(range(min = 1.0, max = 1000.0))]
+    pub max_factor: f64,
+    /// An increase below this many seconds never fails (noise on fast calls).
+    #[serde(default = "default_min_latency_increase")]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub min_increase_seconds: f64,
+    /// An absolute ceiling in seconds, whatever the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub max_seconds: Option<f64>,
+}
+
+impl Default for LatencyCheck {
+    fn default() -> Self {
+        LatencyCheck {
+            enabled: true,
+            quantiles: default_quantiles(),
+            max_factor: default_max_latency_factor(),
+            min_increase_seconds: default_min_latency_increase(),
+            max_seconds: None,
+        }
+    }
+}
+
+/// A latency quantile.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantile {
+    /// The median.
+    #[serde(rename = "p50")]
+    P50,
+    /// The 90th percentile.
+    #[serde(rename = "p90")]
+    P90,
+    /// The 95th percentile.
+    #[serde(rename = "p95")]
+    P95,
+    /// The 99th percentile.
+    #[serde(rename = "p99")]
+    P99,
+}
+
+impl Quantile {
+    pub fn value(self) -> f64 {
+        match self {
+            Quantile::P50 => 0.5,
+            Quantile::P90 => 0.9,
+            Quantile::P95 => 0.95,
+            Quantile::P99 => 0.99,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantile::P50 => "p50",
+            Quantile::P90 => "p90",
+            Quantile::P95 => "p95",
+            Quantile::P99 => "p99",
+        }
+    }
+}
+
+fn default_quantiles() -> Vec<Quantile> {
+    vec![Quantile::P95, Quantile::P99]
+}
+fn default_max_latency_factor() -> f64 {
+    1.5
+}
+fn default_min_latency_increase() -> f64 {
+    0.05
+}
+
+/// A PromQL template (minijinja) giving one number. Variables, escaped for use inside a double-quoted
+/// regex matcher: `wave` and `baseline` (the `tenant` label values, as an alternation),
+/// `wave_namespaces` and `baseline_namespaces`; and `window` (the bake so far, e.g. `300s`). Example:
+/// `sum(increase(lumenore_connector_backend_errors_total{tenant=~"{{ wave }}"}[{{ window }}]))`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomCheck {
+    /// Name of the check (a DNS label, unique among the custom checks).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The PromQL template; rendered, it must parse as PromQL and give a scalar or one series.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// The check fails above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The check fails below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
 }
 
 fn default_max_unavailable() -> u32 {
@@ -255,6 +521,86 @@ pub struct FleetCounts {
     pub not_deployed: u32,
 }
 
+/// A check's verdict.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within its limits, with enough calls.
+    Pass,
+    /// A limit crossed, with enough calls.
+    Fail,
+    /// Too few calls, or no number (no data, NaN).
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail => "Fail",
+            Verdict::Inconclusive => "Inconclusive",
+        }
+    }
+}
+
+/// One check's last figures.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// `error-ratio`, `latency-p95`, ..., or a custom check's name.
+    pub name: String,
+    /// Pass, Fail or Inconclusive.
+    pub verdict: Verdict,
+    /// The wave's figure (a ratio, seconds, or the custom query's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<f64>,
+    /// The baseline's figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    /// The limit the wave's figure was held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// Tool calls of the wave's tenants over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_calls: Option<f64>,
+    /// Tool calls of the baseline's tenants over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_calls: Option<f64>,
+    /// The verdict in words.
+    pub message: String,
+}
+
+/// The analysis of the current wave's bake.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// Wave analysed.
+    pub wave: String,
+    /// When the query API was last asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<Time>,
+    /// Seconds of bake the last analysis covered.
+    #[serde(default)]
+    pub window_seconds: u32,
+    /// Worst verdict of the checks in the last analysis (absent while none answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Tenants of the wave.
+    #[serde(default)]
+    pub wave_tenants: u32,
+    /// Tenants of the baseline: those of later waves still on the previous image.
+    #[serde(default)]
+    pub baseline_tenants: u32,
+    /// Each check's figures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
+    /// Since when the query API has been unreachable or answering errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_since: Option<Time>,
+    /// The last query failure, when the query API failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Observed state of a LumenoreFleetRollout. Everything the operator needs to continue after a
 /// restart or a leader change is here.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -310,6 +656,13 @@ pub struct LumenoreFleetRolloutStatus {
     /// Number of tenants that stopped the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_count: Option<u32>,
+    /// The analysis of the current wave's bake (`spec.analysis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+    /// Generation at which a failed analysis rolled the rollout back (`autoRollback`): the rollback
+    /// holds until a spec change or a resume request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_rollback_generation: Option<i64>,
     /// Conditions Ready, Progressing, Reconciling and Stalled (kstatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

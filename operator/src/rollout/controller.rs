@@ -16,6 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use super::analysis;
 use super::crd::{LumenoreFleetRollout, LumenoreFleetRolloutStatus, Phase};
 use super::decide::{self, Input, TenantReport};
 use super::feed::RolloutUpdates;
@@ -25,6 +26,7 @@ use crate::crd::Guarded;
 use crate::crd::{LumenoreConnector, MANAGER};
 use crate::events::EventWriter;
 use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::Secret;
 
 /// Annotation a person changes (any new value) to resume a stalled rollout.
 pub const RESUME_ANNOTATION: &str = "lumenore.io/resume";
@@ -95,6 +97,7 @@ pub fn report_of(lc: &LumenoreConnector) -> TenantReport<'_> {
             name: lc.metadata.name.as_deref().unwrap_or(""),
             labels: lc.metadata.labels.as_ref().unwrap_or(&EMPTY),
         },
+        label: &lc.spec.tenant,
         pinned: lc.spec.image.is_some(),
         deployed: cond("Accepted").is_none_or(|c| c.status != "False"),
         image: reported_image(status),
@@ -139,22 +142,40 @@ pub async fn reconcile(obj: Arc<LumenoreFleetRollout>, ctx: Arc<RolloutContext>)
     reports.sort_unstable_by(|a, b| (a.id.namespace, a.id.name).cmp(&(b.id.namespace, b.id.name)));
     let old = rollout.status.clone().unwrap_or_default();
     let resume = rollout.annotations().get(RESUME_ANNOTATION).map(String::as_str);
-    let decision = decide::decide(&Input {
+    let now = (ctx.clock)();
+    let input = Input {
         generation: rollout.metadata.generation,
         spec: &rollout.spec,
         resume,
         old: &old,
         default_image: &ctx.default_image,
         fleet: &reports,
-        now: (ctx.clock)(),
+        now,
         conflict: conflict.as_deref(),
-    });
+        analysis: None,
+    };
+    let mut decision = decide::decide(&input);
+    // A bake that needs its analysis: measure, then decide again with the figures.
+    if let (Some(request), Some(spec)) = (&decision.analysis_due, &rollout.spec.analysis) {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let started = std::time::Instant::now();
+        let run = analysis::run(spec, request, &secrets, now.as_second()).await;
+        ctx.metrics.fleet.record_analysis(&run, started.elapsed());
+        if let Err(e) = &run.outcome {
+            tracing::warn!(rollout = %rollout.name_any(), wave = %run.wave, "fleet analysis failed: {e}");
+        }
+        decision = decide::decide(&Input {
+            analysis: Some(&run),
+            ..input
+        });
+    }
 
     if conflict.is_none() {
         ctx.metrics.fleet.set_versions(decide::versions(reports.iter()));
         ctx.metrics
             .fleet
             .set_phase(decision.status.phase, decision.status.fleet.updated);
+        ctx.metrics.fleet.set_analysis(decision.status.analysis.as_ref());
     }
     if decision.status != old {
         let rv = rollout.resource_version().unwrap_or_default();

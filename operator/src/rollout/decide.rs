@@ -10,8 +10,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::analysis::query::TenantSeries;
+use super::analysis::{AnalysisRequest, AnalysisRun, verdict};
 use super::crd::{
-    FailedTenant, FleetCounts, LumenoreFleetRolloutSpec, LumenoreFleetRolloutStatus, Phase, WaveStatus,
+    AnalysisStatus, FailedTenant, FleetCounts, InconclusivePolicy, LumenoreFleetRolloutSpec,
+    LumenoreFleetRolloutStatus, Phase, Verdict, WaveStatus,
 };
 use super::plan::{self, ADMIT_ALL, Plan, TenantId};
 use crate::status::{self, CondSpec};
@@ -24,10 +27,17 @@ pub const PROGRESSING: &str = "Progressing";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 
+/// Reasons of an analysis halt (the Stalled condition's reason).
+pub const ANALYSIS_FAILED: &str = "AnalysisFailed";
+pub const ANALYSIS_UNAVAILABLE: &str = "AnalysisUnavailable";
+pub const ANALYSIS_INCONCLUSIVE: &str = "AnalysisInconclusive";
+
 /// What one LumenoreConnector reports, as far as the rollout is concerned.
 #[derive(Clone, Debug)]
 pub struct TenantReport<'a> {
     pub id: TenantId<'a>,
+    /// `spec.tenant`: the `tenant` label of its connector's series.
+    pub label: &'a str,
     /// Sets its own `spec.image`.
     pub pinned: bool,
     /// Deployed by this operator (its `Accepted` condition is not False).
@@ -54,6 +64,8 @@ pub struct Input<'a> {
     pub now: Timestamp,
     /// Another rollout governs the fleet (its name): this one is refused.
     pub conflict: Option<&'a str>,
+    /// The analysis the controller ran for the request of a first decision (`analysis_due`).
+    pub analysis: Option<&'a AnalysisRun>,
 }
 
 /// An Event to publish on the rollout.
@@ -71,6 +83,8 @@ pub struct Decision {
     pub events: Vec<RolloutEvent>,
     /// When the passing of time alone changes the decision (a deadline, the end of a bake).
     pub wake_in: Option<Duration>,
+    /// The bake needs an analysis before it can be decided: run it, then decide again with it.
+    pub analysis_due: Option<AnalysisRequest>,
 }
 
 fn secs(t: &Option<Time>) -> Option<i64> {
@@ -100,9 +114,11 @@ fn cond(type_: &'static str, status: bool, reason: &str, message: &str) -> CondS
 
 /// The four conditions for a phase: Ready (goal reached), Progressing, and kstatus' Reconciling and
 /// Stalled.
+/// A rollback a failed analysis made is not the goal reached: Ready stays False, Stalled True.
 fn conditions(phase: Phase, moving: bool, reason: &str, message: &str) -> Vec<CondSpec> {
-    let done = matches!(phase, Phase::Completed | Phase::RolledBack) && !moving;
-    let stalled = matches!(phase, Phase::Stalled | Phase::Invalid);
+    let analysis_failed = reason == ANALYSIS_FAILED;
+    let done = matches!(phase, Phase::Completed | Phase::RolledBack) && !moving && !analysis_failed;
+    let stalled = matches!(phase, Phase::Stalled | Phase::Invalid) || analysis_failed;
     vec![
         cond(READY, done, reason, message),
         cond(PROGRESSING, moving, reason, message),
@@ -183,6 +199,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     st.observed_generation = inp.generation;
     let mut events = Vec::new();
     let mut wake_in = None;
+    let mut analysis_due = None;
 
     let finish = |mut st: LumenoreFleetRolloutStatus,
                   mut events: Vec<RolloutEvent>,
@@ -220,6 +237,7 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             status: st,
             events,
             wake_in,
+            analysis_due: None,
         }
     };
 
@@ -233,7 +251,12 @@ pub fn decide(inp: &Input<'_>) -> Decision {
 
     // Rules: the spec alone, then against the fleet. A broken rule changes nothing for the tenants.
     let candidates = || inp.fleet.iter().filter(|r| !r.pinned && r.deployed).map(|r| r.id);
-    let planned = plan::check_spec(inp.spec).and_then(|p| p.check_against(candidates()).map(|_| p));
+    let planned = plan::check_spec(inp.spec)
+        .and_then(|p| p.check_against(candidates()).map(|_| p))
+        .and_then(|p| match &inp.spec.analysis {
+            Some(a) => super::analysis::query::check_spec(a).map(|_| p),
+            None => Ok(p),
+        });
     let plan = match planned {
         Ok(p) => p,
         Err(msg) => {
@@ -302,6 +325,8 @@ pub fn decide(inp: &Input<'_>) -> Decision {
         st.stalled_generation = None;
         st.failed_tenants.clear();
         st.failed_count = None;
+        st.analysis = None;
+        st.auto_rollback_generation = None;
     }
     let mut skip = inp.spec.skip_tenants.clone();
     skip.sort();
@@ -312,19 +337,35 @@ pub fn decide(inp: &Input<'_>) -> Decision {
     let (members, counts) = place(&plan, &st.skip_tenants, inp.fleet);
     st.fleet = counts;
 
+    // A person asked to resume (annotation changed) or changed the spec: a stall or a rollback made
+    // by the analysis is lifted and the current batch gets a fresh deadline.
+    let resumed = inp.resume.is_some() && inp.resume != old.last_handled_resume.as_deref();
+    if resumed {
+        st.last_handled_resume = inp.resume.map(str::to_string);
+    }
+    let auto_back = st
+        .auto_rollback_generation
+        .is_some_and(|g| Some(g) == inp.generation)
+        && !resumed;
+    if st.auto_rollback_generation.is_some() && !auto_back && !inp.spec.rollback {
+        st.auto_rollback_generation = None;
+        st.analysis = None;
+        events.push(event(
+            false,
+            "RolloutResumed",
+            "the rollback made by the analysis is lifted: the rollout starts again from its first wave"
+                .to_string(),
+        ));
+    }
+
     // Rollback: every tenant back to the previous image at once (nothing is admitted any more).
-    if inp.spec.rollback {
-        st.current_wave = Some(0);
-        st.current_wave_name = st.waves.first().map(|w| w.name.clone());
-        st.partition = Some(plan::format_partition(0));
-        st.batch_started_at = None;
-        st.bake_started_at = None;
-        st.stalled_generation = None;
-        st.failed_tenants.clear();
-        st.failed_count = None;
-        let back = wave_counts(&mut st, &members, &previous);
-        st.fleet.updated = back;
+    if inp.spec.rollback || auto_back {
+        let back = send_back(&mut st, &members, &previous);
         let moving = back < st.fleet.tenants;
+        if auto_back {
+            let msg = auto_rollback_message(&st, &previous, back);
+            return finish(st, events, Phase::RolledBack, moving, ANALYSIS_FAILED, msg, None);
+        }
         let msg = format!(
             "rolled back to {previous}: {back} of {} tenants run it and are Ready",
             st.fleet.tenants
@@ -342,21 +383,29 @@ pub fn decide(inp: &Input<'_>) -> Decision {
 
     // A person asked to resume (annotation changed) or changed the spec: a stall is lifted and the
     // current batch gets a fresh deadline.
-    let resumed = inp.resume.is_some() && inp.resume != old.last_handled_resume.as_deref();
-    if resumed {
-        st.last_handled_resume = inp.resume.map(str::to_string);
-    }
     let was_stalled = old.phase == Some(Phase::Stalled);
     if was_stalled && st.stalled_generation == inp.generation && !resumed {
         let updated = wave_counts(&mut st, &members, &target);
         st.fleet.updated = updated;
-        let msg = stalled_message(&st, inp.spec.ready_deadline_seconds);
-        return finish(st, events, Phase::Stalled, false, "TenantNotReady", msg, None);
+        // An analysis halt keeps its own reason and figures.
+        let (reason, msg) = match old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED && c.reason.starts_with("Analysis"))
+        {
+            Some(c) => (c.reason.clone(), c.message.clone()),
+            None => (
+                "TenantNotReady".to_string(),
+                stalled_message(&st, inp.spec.ready_deadline_seconds),
+            ),
+        };
+        return finish(st, events, Phase::Stalled, false, &reason, msg, None);
     }
     if was_stalled {
         st.stalled_generation = None;
         st.failed_tenants.clear();
         st.failed_count = None;
+        st.analysis = None;
         st.batch_started_at = Some(time(now));
         st.bake_started_at = None;
         events.push(event(
@@ -472,7 +521,52 @@ pub fn decide(inp: &Input<'_>) -> Decision {
                 }
             };
             let left = started + bake - now.as_second();
-            if left > 0 {
+            if let Some(spec) = &inp.spec.analysis {
+                let wave_name = st.waves[w].name.clone();
+                let request = analysis_request(&wave_name, &members, w, &previous, now.as_second() - started);
+                let x = match &mut st.analysis {
+                    Some(x) if x.wave == wave_name => x,
+                    other => other.insert(AnalysisStatus {
+                        wave: wave_name.clone(),
+                        ..Default::default()
+                    }),
+                };
+                x.wave_tenants = request.wave_tenants.len() as u32;
+                x.baseline_tenants = request.baseline_tenants.len() as u32;
+                match judge_bake(
+                    spec,
+                    x,
+                    inp.analysis.filter(|r| r.wave == wave_name),
+                    now.as_second(),
+                    started + bake,
+                ) {
+                    Bake::Due => {
+                        analysis_due = Some(request);
+                        break Step::Baking(started + bake);
+                    }
+                    Bake::Wait(secs) => {
+                        wake_in = Some(Duration::from_secs(secs.max(1) as u64));
+                        break Step::Baking(started + bake);
+                    }
+                    Bake::Halt(reason) => {
+                        st.stalled_generation = inp.generation;
+                        let msg = analysis_halt_message(reason, &st, spec);
+                        events.push(event(true, reason, msg.clone()));
+                        break Step::Halted(reason, msg);
+                    }
+                    Bake::RollBack => {
+                        st.auto_rollback_generation = inp.generation;
+                        let msg = analysis_halt_message(ANALYSIS_FAILED, &st, spec);
+                        events.push(event(true, ANALYSIS_FAILED, msg));
+                        break Step::RolledBack;
+                    }
+                    Bake::Proceed(warning) => {
+                        if let Some(note) = warning {
+                            events.push(event(true, ANALYSIS_INCONCLUSIVE, note));
+                        }
+                    }
+                }
+            } else if left > 0 {
                 wake_in = Some(Duration::from_secs(left as u64));
                 break Step::Baking(started + bake);
             }
@@ -512,6 +606,13 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             let msg = stalled_message(&st, inp.spec.ready_deadline_seconds);
             finish(st, events, Phase::Stalled, false, "TenantNotReady", msg, None)
         }
+        Step::Halted(reason, msg) => finish(st, events, Phase::Stalled, false, reason, msg, None),
+        Step::RolledBack => {
+            let back = send_back(&mut st, &members, &previous);
+            let moving = back < st.fleet.tenants;
+            let msg = auto_rollback_message(&st, &previous, back);
+            finish(st, events, Phase::RolledBack, moving, ANALYSIS_FAILED, msg, None)
+        }
         Step::Waiting(k) => {
             let msg = format!(
                 "wave {}: waiting for {k} tenant(s) to run {target} and be Ready (deadline {deadline}s); {updated} of {total} tenants done",
@@ -524,10 +625,13 @@ pub fn decide(inp: &Input<'_>) -> Decision {
                 .map(|t| t.to_string())
                 .unwrap_or_default();
             let msg = format!(
-                "wave {}: every tenant Ready on {target}, baking until {until} before the next wave; {updated} of {total} tenants done",
-                wave_label(&st)
+                "wave {}: every tenant Ready on {target}, baking until {until} before the next wave{}; {updated} of {total} tenants done",
+                wave_label(&st),
+                st.analysis.as_ref().map(analysis_summary).unwrap_or_default()
             );
-            finish(st, events, Phase::Progressing, true, "Baking", msg, wake_in)
+            let mut d = finish(st, events, Phase::Progressing, true, "Baking", msg, wake_in);
+            d.analysis_due = analysis_due;
+            d
         }
     }
 }
@@ -549,12 +653,194 @@ fn fleet_image<'a>(fleet: &[TenantReport<'a>], target: &str) -> Option<&'a str> 
         .map(|(img, _)| img)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
     Completed,
     Stalled,
     Waiting(usize),
     Baking(i64),
+    /// The analysis halted the rollout (reason, message).
+    Halted(&'static str, String),
+    /// The analysis failed with `autoRollback`.
+    RolledBack,
+}
+
+/// Every tenant back to the previous image at once (nothing admitted any more); how many run it and
+/// are Ready.
+fn send_back(st: &mut LumenoreFleetRolloutStatus, members: &[Vec<Member<'_>>], previous: &str) -> u32 {
+    st.current_wave = Some(0);
+    st.current_wave_name = st.waves.first().map(|w| w.name.clone());
+    st.partition = Some(plan::format_partition(0));
+    st.batch_started_at = None;
+    st.bake_started_at = None;
+    st.stalled_generation = None;
+    st.failed_tenants.clear();
+    st.failed_count = None;
+    let back = wave_counts(st, members, previous);
+    st.fleet.updated = back;
+    back
+}
+
+/// The wave (its members) and the baseline (tenants of later waves still on the previous image).
+fn analysis_request(
+    wave: &str,
+    members: &[Vec<Member<'_>>],
+    w: usize,
+    previous: &str,
+    bake_so_far: i64,
+) -> AnalysisRequest {
+    let series = |m: &Member<'_>| TenantSeries {
+        namespace: m.report.id.namespace.to_string(),
+        tenant: m.report.label.to_string(),
+    };
+    AnalysisRequest {
+        wave: wave.to_string(),
+        wave_tenants: members[w].iter().map(series).collect(),
+        baseline_tenants: members[w + 1..]
+            .iter()
+            .flatten()
+            .filter(|m| m.report.image == Some(previous))
+            .map(series)
+            .collect(),
+        window_seconds: bake_so_far.clamp(1, i64::from(u32::MAX)) as u32,
+    }
+}
+
+/// What the analysis makes of a bake.
+#[derive(Debug, PartialEq)]
+enum Bake {
+    /// Run an analysis now, then decide again with it.
+    Due,
+    /// Nothing to decide before this many seconds.
+    Wait(i64),
+    Halt(&'static str),
+    RollBack,
+    /// The bake is over: advance (with a warning when the analysis stayed inconclusive).
+    Proceed(Option<String>),
+}
+
+/// Record `run` (when given) in `x` and judge the bake ending at `bake_end`. Due: no analysis yet,
+/// `intervalSeconds` since the last, or the bake ended after the last. Only a run that passes at the
+/// end of the bake advances; a failure halts at once; the query API failing halts after the grace;
+/// inconclusive extends the bake up to `maxExtensionSeconds`, then `onInconclusive` decides.
+fn judge_bake(
+    spec: &super::crd::Analysis,
+    x: &mut AnalysisStatus,
+    run: Option<&AnalysisRun>,
+    now: i64,
+    bake_end: i64,
+) -> Bake {
+    let interval = i64::from(spec.interval_seconds.max(1));
+    let last = secs(&x.last_run_at);
+    let Some(run) = run else {
+        let due = last.is_none_or(|l| now - l >= interval || (now >= bake_end && l < bake_end));
+        if due {
+            return Bake::Due;
+        }
+        let next = last.unwrap_or(now) + interval;
+        let until = if now < bake_end { next.min(bake_end) } else { next };
+        return Bake::Wait(until - now);
+    };
+    x.last_run_at = Some(time(Timestamp::from_second(run.at).unwrap_or_default()));
+    x.window_seconds = run.window_seconds;
+    let checks = match &run.outcome {
+        Err(e) => {
+            x.error = Some(crate::rollout::truncate(e.clone(), 300));
+            x.verdict = None;
+            let since = secs(&x.unavailable_since).unwrap_or(now);
+            x.unavailable_since = Some(time(Timestamp::from_second(since).unwrap_or_default()));
+            if now - since >= i64::from(spec.unavailable_grace_seconds) {
+                return Bake::Halt(ANALYSIS_UNAVAILABLE);
+            }
+            return Bake::Wait(interval);
+        }
+        Ok(checks) => checks,
+    };
+    x.error = None;
+    x.unavailable_since = None;
+    x.checks = checks.clone();
+    let v = verdict::overall(checks);
+    x.verdict = Some(v);
+    let extension_end = bake_end + i64::from(spec.max_extension_seconds);
+    match v {
+        Verdict::Fail if spec.auto_rollback => Bake::RollBack,
+        Verdict::Fail => Bake::Halt(ANALYSIS_FAILED),
+        Verdict::Pass if now >= bake_end => Bake::Proceed(None),
+        Verdict::Inconclusive if now >= extension_end => match spec.on_inconclusive {
+            InconclusivePolicy::Halt => Bake::Halt(ANALYSIS_INCONCLUSIVE),
+            InconclusivePolicy::Proceed => Bake::Proceed(Some(format!(
+                "wave {}: the analysis stayed inconclusive {}s past the bake; onInconclusive is Proceed, so the rollout advances: {}",
+                x.wave,
+                spec.max_extension_seconds,
+                figures(x, |_| true)
+            ))),
+        },
+        _ if now < bake_end => Bake::Wait(interval.min(bake_end - now)),
+        _ => Bake::Wait(interval.min(extension_end - now).max(1)),
+    }
+}
+
+/// The checks' figures, those `keep` selects, in a line.
+fn figures(x: &AnalysisStatus, keep: impl Fn(&super::crd::CheckStatus) -> bool) -> String {
+    x.checks
+        .iter()
+        .filter(|c| keep(c))
+        .map(|c| format!("{} {}: {}", c.name, c.verdict.as_str(), c.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The analysis in a clause of the Baking message.
+fn analysis_summary(x: &AnalysisStatus) -> String {
+    match (&x.verdict, &x.error) {
+        (_, Some(e)) => format!(" (analysis: the query API failed: {e})"),
+        (Some(v), None) => format!(
+            " (analysis over {}s: {}; {} wave vs {} baseline tenants)",
+            x.window_seconds,
+            v.as_str(),
+            x.wave_tenants,
+            x.baseline_tenants
+        ),
+        (None, None) => " (analysis pending)".to_string(),
+    }
+}
+
+fn analysis_halt_message(
+    reason: &str,
+    st: &LumenoreFleetRolloutStatus,
+    spec: &super::crd::Analysis,
+) -> String {
+    let x = st.analysis.clone().unwrap_or_default();
+    let wave = wave_label(st);
+    let what = match reason {
+        ANALYSIS_FAILED => format!(
+            "analysis failed in wave {wave}: {}",
+            figures(&x, |c| c.verdict == Verdict::Fail)
+        ),
+        ANALYSIS_UNAVAILABLE => format!(
+            "analysis unavailable in wave {wave} for {}s or more: {}",
+            spec.unavailable_grace_seconds,
+            x.error.as_deref().unwrap_or("the query API failed")
+        ),
+        _ => format!(
+            "analysis inconclusive in wave {wave} {}s past the bake: {}",
+            spec.max_extension_seconds,
+            figures(&x, |c| c.verdict != Verdict::Pass)
+        ),
+    };
+    format!(
+        "{what}; later waves untouched. Fix and resume (annotate lumenore.io/resume), or roll back (spec.rollback)"
+    )
+}
+
+fn auto_rollback_message(st: &LumenoreFleetRolloutStatus, previous: &str, back: u32) -> String {
+    let x = st.analysis.clone().unwrap_or_default();
+    format!(
+        "analysis failed in wave {}: {}; rolled back (autoRollback) to {previous}: {back} of {} tenants run it and are Ready. Change spec.image, or resume (annotate lumenore.io/resume) to start again",
+        x.wave,
+        figures(&x, |c| c.verdict == Verdict::Fail),
+        st.fleet.tenants
+    )
 }
 
 fn current_name(st: &LumenoreFleetRolloutStatus) -> Option<String> {
@@ -645,6 +931,7 @@ mod tests {
                         name: &self.names[i],
                         labels: &self.labels[i],
                     },
+                    label: &self.names[i],
                     pinned: false,
                     deployed: true,
                     image: self.images[i].as_deref(),
@@ -711,6 +998,7 @@ mod tests {
             fleet: &reports,
             now: at(now),
             conflict: None,
+            analysis: None,
         })
     }
 
@@ -755,6 +1043,7 @@ mod tests {
             fleet: &reports,
             now: at(t),
             conflict: None,
+            analysis: None,
         });
         assert_eq!(
             d.status.previous_image.as_deref(),
@@ -888,6 +1177,7 @@ mod tests {
             fleet: &reports,
             now: at(510),
             conflict: None,
+            analysis: None,
         });
         assert_eq!(d.status.phase, Some(Phase::Progressing));
         assert!(d.events.iter().any(|e| e.reason == "RolloutResumed"));
@@ -917,6 +1207,7 @@ mod tests {
             fleet: &reports,
             now: at(210),
             conflict: None,
+            analysis: None,
         });
         assert_ne!(d.status.phase, Some(Phase::Stalled));
         assert_eq!(d.status.fleet.skipped, 1);
@@ -934,6 +1225,7 @@ mod tests {
             fleet: &reports,
             now: at(220),
             conflict: None,
+            analysis: None,
         });
         assert_eq!(d.status.phase, Some(Phase::RolledBack));
         assert_eq!(
@@ -953,6 +1245,7 @@ mod tests {
             fleet: &reports,
             now: at(230),
             conflict: None,
+            analysis: None,
         });
         assert_eq!(cond(&d.status, READY), "True");
         assert_eq!((d.status.fleet.updated, d.status.fleet.skipped), (5, 1));
@@ -1012,6 +1305,7 @@ mod tests {
             fleet: &reports,
             now: at(0),
             conflict: Some("ops/first"),
+            analysis: None,
         });
         assert_eq!(d.status.phase, Some(Phase::Invalid));
         assert!(d.status.image.is_none());
@@ -1063,5 +1357,270 @@ mod tests {
         assert_eq!(d.status.partition, st.partition);
         assert_eq!(cond(&d.status, RECONCILING), "False");
         assert_eq!(cond(&d.status, STALLED), "False");
+    }
+
+    type Measured = Result<Vec<super::super::crd::CheckStatus>, String>;
+
+    fn analysed(extra: serde_json::Value) -> LumenoreFleetRolloutSpec {
+        let mut v = serde_json::to_value(spec()).unwrap();
+        let mut a = serde_json::json!({
+            "prometheus": {"url": "http://prometheus:9090"},
+            "intervalSeconds": 10,
+            "minCalls": 10,
+            "maxExtensionSeconds": 30,
+            "unavailableGraceSeconds": 20,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            a[k] = x.clone();
+        }
+        v["analysis"] = a;
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Run the operator's loop (decide; on a due analysis, measure with `measure` and decide again)
+    /// every 5 s from `from` to `to`; the requests seen, and the events.
+    fn drive(
+        spec: &LumenoreFleetRolloutSpec,
+        st: &mut LumenoreFleetRolloutStatus,
+        w: &mut World,
+        (from, to): (i64, i64),
+        measure: &dyn Fn(&AnalysisRequest, i64) -> Measured,
+    ) -> (Vec<AnalysisRequest>, Vec<RolloutEvent>) {
+        let (mut requests, mut events) = (Vec::new(), Vec::new());
+        let mut t = from;
+        while t <= to {
+            let reports = w.reports();
+            let input = Input {
+                generation: Some(1),
+                spec,
+                resume: None,
+                old: st,
+                default_image: OLD,
+                fleet: &reports,
+                now: at(t),
+                conflict: None,
+                analysis: None,
+            };
+            let mut d = decide(&input);
+            if let Some(req) = d.analysis_due.clone() {
+                let run = AnalysisRun {
+                    wave: req.wave.clone(),
+                    at: at(t).as_second(),
+                    window_seconds: req.window_seconds,
+                    outcome: measure(&req, t),
+                };
+                requests.push(req);
+                d = decide(&Input {
+                    analysis: Some(&run),
+                    ..input
+                });
+                assert!(
+                    d.analysis_due.is_none(),
+                    "a decision with its analysis asks for none"
+                );
+            }
+            events.extend(d.events);
+            *st = d.status;
+            w.converge(st, &[]);
+            t += 5;
+        }
+        (requests, events)
+    }
+
+    fn error_check(wave_errors: f64) -> Measured {
+        let calls = |t, e| verdict::Calls {
+            total: Some(t),
+            errors: Some(e),
+        };
+        Ok(vec![verdict::error_ratio(
+            &Default::default(),
+            10,
+            &calls(100.0, wave_errors),
+            &calls(1000.0, 1.0),
+        )])
+    }
+
+    fn reason<'a>(st: &'a LumenoreFleetRolloutStatus, t: &str) -> &'a str {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.reason.as_str())
+            .unwrap_or("")
+    }
+
+    #[test]
+    fn a_passing_analysis_advances_only_at_the_end_of_the_bake() {
+        let spec = analysed(serde_json::json!({}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        let (requests, _) = drive(&spec, &mut st, &mut w, (0, 40), &|_, _| error_check(0.0));
+        // The canaries were updated at once and Ready at 5 s; analyses every 10 s since.
+        assert_eq!(st.current_wave_name.as_deref(), Some("canary"));
+        assert_eq!(reason(&st, PROGRESSING), "Baking");
+        let first = &requests[0];
+        let names = |v: &[TenantSeries]| v.iter().map(|t| t.tenant.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&first.wave_tenants), ["t-00", "t-01"]);
+        assert_eq!(
+            first.baseline_tenants.len(),
+            8,
+            "every tenant still on the previous image"
+        );
+        let times: Vec<u32> = requests.iter().map(|r| r.window_seconds).collect();
+        assert_eq!(
+            times,
+            [1, 10, 20, 30],
+            "one analysis per interval, over the bake so far"
+        );
+        let x = st.analysis.as_ref().unwrap();
+        assert_eq!(
+            (x.verdict, x.wave_tenants, x.baseline_tenants),
+            (Some(Verdict::Pass), 2, 8)
+        );
+        drive(&spec, &mut st, &mut w, (45, 70), &|_, _| error_check(0.0));
+        assert_eq!(
+            st.current_wave_name.as_deref(),
+            Some("half"),
+            "{:?}",
+            st.conditions
+        );
+    }
+
+    #[test]
+    fn a_failed_check_stalls_with_the_figures_and_moves_no_one_further() {
+        let spec = analysed(serde_json::json!({}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        let (_, events) = drive(&spec, &mut st, &mut w, (0, 25), &|_, t| {
+            error_check(if t >= 20 { 9.0 } else { 0.0 })
+        });
+        assert_eq!(st.phase, Some(Phase::Stalled));
+        assert_eq!(
+            (cond(&st, STALLED), reason(&st, STALLED)),
+            ("True", ANALYSIS_FAILED)
+        );
+        let msg = &st.conditions.iter().find(|c| c.type_ == STALLED).unwrap().message;
+        assert!(
+            msg.contains("error ratio 9.00% of the wave against 0.10% of the baseline (limit 1.10%)"),
+            "{msg}"
+        );
+        assert_eq!(events.iter().filter(|e| e.reason == ANALYSIS_FAILED).count(), 1);
+        // Held: no further analysis, no further tenant, the same reason.
+        let (requests, events) = drive(&spec, &mut st, &mut w, (30, 200), &|_, _| error_check(0.0));
+        assert!(requests.is_empty() && events.is_empty());
+        assert_eq!(reason(&st, STALLED), ANALYSIS_FAILED);
+        assert_eq!(w.images.iter().filter(|i| i.as_deref() == Some(NEW)).count(), 2);
+    }
+
+    #[test]
+    fn auto_rollback_sends_everyone_back_and_holds() {
+        let spec = analysed(serde_json::json!({"autoRollback": true}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        drive(&spec, &mut st, &mut w, (0, 15), &|_, _| error_check(9.0));
+        assert_eq!(st.phase, Some(Phase::RolledBack));
+        assert_eq!(st.auto_rollback_generation, Some(1));
+        let (requests, _) = drive(&spec, &mut st, &mut w, (20, 120), &|_, _| error_check(0.0));
+        assert!(requests.is_empty());
+        assert!(
+            w.images.iter().all(|i| i.as_deref() == Some(OLD)),
+            "{:?}",
+            w.images
+        );
+        // Not the goal: Ready stays False, Stalled True, with the figures.
+        assert_eq!((cond(&st, READY), cond(&st, STALLED)), ("False", "True"));
+        assert_eq!(reason(&st, READY), ANALYSIS_FAILED);
+        // A new generation (the spec changed) starts again from the first wave.
+        let reports = w.reports();
+        let d = decide(&Input {
+            generation: Some(2),
+            spec: &spec,
+            resume: None,
+            old: &st,
+            default_image: OLD,
+            fleet: &reports,
+            now: at(125),
+            conflict: None,
+            analysis: None,
+        });
+        assert_eq!(d.status.phase, Some(Phase::Progressing));
+        assert!(d.events.iter().any(|e| e.reason == "RolloutResumed"));
+    }
+
+    #[test]
+    fn inconclusive_extends_the_bake_then_follows_the_policy() {
+        let few = |_: &AnalysisRequest, _| {
+            Ok(vec![verdict::error_ratio(
+                &Default::default(),
+                10,
+                &verdict::Calls::default(),
+                &verdict::Calls::default(),
+            )])
+        };
+        let spec = analysed(serde_json::json!({}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        // Bake 5..65 s, extension to 95 s.
+        drive(&spec, &mut st, &mut w, (0, 90), &few);
+        assert_eq!(
+            (st.phase, st.current_wave_name.as_deref()),
+            (Some(Phase::Progressing), Some("canary"))
+        );
+        drive(&spec, &mut st, &mut w, (95, 100), &few);
+        assert_eq!(
+            (st.phase, reason(&st, STALLED)),
+            (Some(Phase::Stalled), ANALYSIS_INCONCLUSIVE)
+        );
+
+        let spec = analysed(serde_json::json!({"onInconclusive": "Proceed"}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        let (_, events) = drive(&spec, &mut st, &mut w, (0, 100), &few);
+        assert_eq!(st.current_wave_name.as_deref(), Some("half"));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.reason == ANALYSIS_INCONCLUSIVE && e.warning)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unavailable_query_api_is_never_a_pass() {
+        let spec = analysed(serde_json::json!({"unavailableGraceSeconds": 100}));
+        let mut w = World::new(10, 2);
+        let mut st = LumenoreFleetRolloutStatus::default();
+        // Down past the end of the bake (65 s), within the grace: the wave waits.
+        drive(&spec, &mut st, &mut w, (0, 80), &|_, t| {
+            if t < 20 {
+                error_check(0.0)
+            } else {
+                Err("cannot connect to the query API".into())
+            }
+        });
+        assert_eq!(
+            (st.phase, st.current_wave_name.as_deref()),
+            (Some(Phase::Progressing), Some("canary"))
+        );
+        assert!(
+            st.conditions[0].message.contains("the query API failed"),
+            "{}",
+            st.conditions[0].message
+        );
+        // Back before the grace: the bake passes and the wave advances.
+        let mut st2 = st.clone();
+        let mut w2 = World::new(10, 2);
+        w2.converge(&st2, &[]);
+        drive(&spec, &mut st2, &mut w2, (85, 90), &|_, _| error_check(0.0));
+        assert_eq!(st2.current_wave_name.as_deref(), Some("half"));
+        // Still down at the grace: halted, with the reason.
+        drive(&spec, &mut st, &mut w, (85, 130), &|_, _| {
+            Err("cannot connect to the query API".into())
+        });
+        assert_eq!(
+            (st.phase, reason(&st, STALLED)),
+            (Some(Phase::Stalled), ANALYSIS_UNAVAILABLE)
+        );
+        assert_eq!(w.images.iter().filter(|i| i.as_deref() == Some(NEW)).count(), 2);
     }
 }

@@ -1,5 +1,6 @@
-//! Fleet metrics: tenants per connector version and the rollout's phase. Labels are versions (image
-//! tags) and phase names, never tenant names.
+//! Fleet metrics: tenants per connector version, the rollout's phase and its analysis. Labels are
+//! versions (image tags), phase names, check names (built-in, or a custom check's name from the spec)
+//! and verdicts, never tenant names.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -7,7 +8,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 
-use super::crd::Phase;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::analysis::AnalysisRun;
+use super::crd::{AnalysisStatus, Phase, Verdict};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValueLabels {
+    pub check: String,
+    pub side: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
@@ -20,11 +42,31 @@ pub struct PhaseLabels {
 }
 
 /// Gauges of the fleet, set by the rollout controller from what the tenants report.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FleetMetrics {
     tenants: Family<VersionLabels, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
     updated: Gauge,
+    analysis_runs: Family<RunLabels, Counter>,
+    analysis_duration: Histogram,
+    verdicts: Family<CheckLabels, Counter>,
+    check_verdict: Family<CheckLabels, Gauge>,
+    check_value: Family<ValueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Default for FleetMetrics {
+    fn default() -> Self {
+        FleetMetrics {
+            tenants: Family::default(),
+            phase: Family::default(),
+            updated: Gauge::default(),
+            analysis_runs: Family::default(),
+            analysis_duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            verdicts: Family::default(),
+            check_verdict: Family::default(),
+            check_value: Family::default(),
+        }
+    }
 }
 
 impl FleetMetrics {
@@ -46,7 +88,77 @@ impl FleetMetrics {
             "Tenants running the rollout's goal image and Ready",
             m.updated.clone(),
         );
+        registry.register(
+            "fleet_analysis_runs",
+            "Analyses of a wave's bake by outcome (measured: every query answered; unavailable: the query API failed)",
+            m.analysis_runs.clone(),
+        );
+        registry.register(
+            "fleet_analysis_duration_seconds",
+            "Time to read the credentials and answer every query of one analysis",
+            m.analysis_duration.clone(),
+        );
+        registry.register(
+            "fleet_analysis_verdicts",
+            "Check verdicts of the analyses, by check and verdict (Pass, Fail, Inconclusive)",
+            m.verdicts.clone(),
+        );
+        registry.register(
+            "fleet_analysis_check_verdict",
+            "1 for the last verdict of each check of the governing rollout's current analysis, 0 for the others",
+            m.check_verdict.clone(),
+        );
+        registry.register(
+            "fleet_analysis_check_value",
+            "Last figure of each check of the governing rollout's current analysis: the wave's, the baseline's and the limit",
+            m.check_value.clone(),
+        );
         m
+    }
+
+    /// Count one analysis.
+    pub fn record_analysis(&self, run: &AnalysisRun, took: std::time::Duration) {
+        self.analysis_duration.observe(took.as_secs_f64());
+        let outcome = if run.outcome.is_ok() {
+            "measured"
+        } else {
+            "unavailable"
+        };
+        self.analysis_runs.get_or_create(&RunLabels { outcome }).inc();
+        for c in run.outcome.iter().flatten() {
+            self.verdicts
+                .get_or_create(&CheckLabels {
+                    check: c.name.clone(),
+                    verdict: c.verdict.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// Show the governing rollout's current analysis (`None`: none).
+    pub fn set_analysis(&self, analysis: Option<&AnalysisStatus>) {
+        self.check_verdict.clear();
+        self.check_value.clear();
+        for c in analysis.iter().flat_map(|a| &a.checks) {
+            for v in [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive] {
+                self.check_verdict
+                    .get_or_create(&CheckLabels {
+                        check: c.name.clone(),
+                        verdict: v.as_str(),
+                    })
+                    .set(i64::from(c.verdict == v));
+            }
+            for (side, value) in [("wave", c.wave), ("baseline", c.baseline), ("limit", c.limit)] {
+                if let Some(v) = value {
+                    self.check_value
+                        .get_or_create(&ValueLabels {
+                            check: c.name.clone(),
+                            side,
+                        })
+                        .set(v);
+                }
+            }
+        }
     }
 
     /// Replace the per-version counts.

@@ -3,11 +3,13 @@
 //! - [`crd`] (in [`crate::crd::rollout`]): the resource and the `status.connector` a LumenoreConnector reports;
 //! - [`image`]: image reference grammar;
 //! - [`plan`]: pure wave planning and each tenant's image;
+//! - [`analysis`]: metric analysis of a wave's bake from Prometheus;
 //! - [`decide`]: the pure decision of one rollout reconcile;
 //! - [`fleet`]: the caches shared with the tenant reconciler;
 //! - [`controller`]: the rollout controller's API I/O and Events (wired by [`crate::run`]);
 //! - [`metrics`]: tenants per version, rollout phase.
 
+pub mod analysis;
 pub mod controller;
 pub use crate::crd::rollout as crd;
 pub mod decide;

@@ -1,0 +1,167 @@
+//! Metric analysis of a wave's bake (`spec.analysis`): the wave's tenants against the baseline (the
+//! tenants still on the previous image), from a Prometheus-compatible query API.
+//!
+//! - [`query`]: the PromQL, built and parsed (pure);
+//! - [`verdict`]: samples to verdicts (pure);
+//! - [`prometheus`]: the query API client;
+//! - [`run`] here: one analysis, the I/O between them. What the verdicts do to the rollout is
+//!   [`super::decide`]'s.
+
+pub mod prometheus;
+pub mod query;
+pub mod verdict;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::crd::{Analysis, CheckStatus};
+use query::TenantSeries;
+use verdict::Calls;
+
+/// What [`super::decide`] asks to be measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisRequest {
+    pub wave: String,
+    pub wave_tenants: Vec<TenantSeries>,
+    pub baseline_tenants: Vec<TenantSeries>,
+    /// Seconds of bake so far: the range of every query.
+    pub window_seconds: u32,
+}
+
+/// What one analysis measured: each check's figures, or why the query API gave none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisRun {
+    pub wave: String,
+    /// Seconds since the epoch the queries were evaluated at.
+    pub at: i64,
+    pub window_seconds: u32,
+    pub outcome: Result<Vec<CheckStatus>, String>,
+}
+
+/// Every query of an analysis, in the order [`run`] sends them (for tests and the benchmark).
+pub fn queries(spec: &Analysis, req: &AnalysisRequest) -> Result<Vec<String>, String> {
+    let fixed = &spec.prometheus.labels;
+    let w = req.window_seconds.max(1);
+    let mut out = Vec::new();
+    for side in [&req.wave_tenants, &req.baseline_tenants] {
+        out.extend(query::calls_by_outcome(fixed, side, w));
+    }
+    if spec.latency.enabled {
+        for q in &spec.latency.quantiles {
+            for side in [&req.wave_tenants, &req.baseline_tenants] {
+                out.extend(query::latency_quantile(fixed, side, w, *q));
+            }
+        }
+    }
+    for c in &spec.custom {
+        out.push(query::render_custom(
+            c,
+            &req.wave_tenants,
+            &req.baseline_tenants,
+            w,
+        )?);
+    }
+    Ok(out)
+}
+
+fn one_number(samples: &[prometheus::Sample]) -> Result<Option<f64>, String> {
+    match samples {
+        [] => Ok(None),
+        [s] => Ok(Some(s.value)),
+        more => Err(format!("the query gave {} series; a check needs one", more.len())),
+    }
+}
+
+/// Run one analysis: read the credentials, send every query at once, judge. Any failed query of a
+/// built-in check makes the whole run a failure (`Err`): a partial answer is never a pass.
+pub async fn run(spec: &Analysis, req: &AnalysisRequest, secrets: &Api<Secret>, at: i64) -> AnalysisRun {
+    let outcome = measure(spec, req, secrets, at).await;
+    AnalysisRun {
+        wave: req.wave.clone(),
+        at,
+        window_seconds: req.window_seconds,
+        outcome,
+    }
+}
+
+async fn measure(
+    spec: &Analysis,
+    req: &AnalysisRequest,
+    secrets: &Api<Secret>,
+    at: i64,
+) -> Result<Vec<CheckStatus>, String> {
+    let api = prometheus::QueryApi::connect(&spec.prometheus, secrets).await?;
+    let fixed = &spec.prometheus.labels;
+    let w = req.window_seconds.max(1);
+    let calls_of = |side: &[TenantSeries]| {
+        let q = query::calls_by_outcome(fixed, side, w);
+        let api = &api;
+        async move {
+            match q {
+                None => Ok(Calls::default()),
+                Some(q) => api.query(&q, at).await.map(|samples| {
+                    Calls::from_outcomes(
+                        samples
+                            .iter()
+                            .map(|s| (s.labels.get("outcome").map(String::as_str), s.value)),
+                    )
+                }),
+            }
+        }
+    };
+    let (wave, baseline) = futures::join!(calls_of(&req.wave_tenants), calls_of(&req.baseline_tenants));
+    let (wave, baseline) = (wave?, baseline?);
+
+    let mut checks = Vec::new();
+    if spec.error_ratio.enabled {
+        checks.push(verdict::error_ratio(
+            &spec.error_ratio,
+            spec.min_calls,
+            &wave,
+            &baseline,
+        ));
+    }
+    if spec.latency.enabled {
+        let asks = spec.latency.quantiles.iter().map(|q| {
+            let api = &api;
+            async move {
+                let ask = |side: &[TenantSeries]| {
+                    let q = query::latency_quantile(fixed, side, w, *q);
+                    async move {
+                        match q {
+                            None => Ok(None),
+                            Some(q) => one_number(&api.query(&q, at).await?),
+                        }
+                    }
+                };
+                let (a, b) = futures::join!(ask(&req.wave_tenants), ask(&req.baseline_tenants));
+                Ok::<_, String>((*q, a?, b?))
+            }
+        });
+        for r in join_all(asks).await {
+            let (q, a, b) = r?;
+            checks.push(verdict::latency(
+                &spec.latency,
+                q,
+                spec.min_calls,
+                (&wave, a),
+                (&baseline, b),
+            ));
+        }
+    }
+    let customs = spec.custom.iter().map(|c| {
+        let api = &api;
+        async move {
+            let q = query::render_custom(c, &req.wave_tenants, &req.baseline_tenants, w)?;
+            let samples = api.query(&q, at).await?;
+            let value =
+                one_number(&samples).and_then(|v| v.ok_or_else(|| "the query gave no series".to_string()));
+            Ok::<_, String>(verdict::custom(c, spec.min_calls, &wave, value))
+        }
+    });
+    for c in join_all(customs).await {
+        checks.push(c?);
+    }
+    Ok(checks)
+}

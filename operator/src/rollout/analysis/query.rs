@@ -1,0 +1,285 @@
+//! The PromQL of an analysis, built from the wave's and the baseline's tenants. Pure: no I/O.
+//!
+//! A tenant is a pair (`namespace`, `tenant` label), the labels the chart's PodMonitor gives every
+//! connector series. Two regex matchers, one per label, would also match the pairs across them (wave
+//! tenant `a/x` and `b/y` would bring in `a/y`), so a side is selected as one selector per namespace,
+//! joined by `or`: exact, and one selector when the tenants share a namespace.
+//!
+//! Every value put into a query is regex-escaped (RE2's metacharacters) and then PromQL-string-escaped,
+//! and every query is parsed by `promql-parser` before it is sent: a query that does not parse is
+//! never sent.
+
+use std::collections::BTreeMap;
+
+use super::super::crd::{CustomCheck, Quantile};
+
+/// The calls counter and the latency histogram every connector exports.
+pub const CALLS: &str = "lumenore_connector_tool_calls_total";
+pub const LATENCY_BUCKET: &str = "lumenore_connector_tool_call_duration_seconds_bucket";
+
+/// One tenant as its series are labelled.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TenantSeries {
+    pub namespace: String,
+    /// The `tenant` label: the LumenoreConnector's `spec.tenant`.
+    pub tenant: String,
+}
+
+/// Escape `s` for the inside of a double-quoted PromQL string.
+pub fn promql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An alternation of the exact values `values` for a `=~"..."` matcher (regex- then string-escaped).
+/// Empty when `values` is: a matcher `=~""` matches only an absent label, so it selects nothing here.
+pub fn alternation<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut vals: Vec<&str> = values.into_iter().collect();
+    vals.sort_unstable();
+    vals.dedup();
+    let joined = vals
+        .iter()
+        .map(|v| regex::escape(v))
+        .collect::<Vec<_>>()
+        .join("|");
+    promql_string(&joined)
+}
+
+/// A PromQL label name (`[a-zA-Z_][a-zA-Z0-9_]*`), not reserved (`__` prefix).
+pub fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// The selectors of one side: `metric{<extra>,namespace="ns",tenant=~"a|b",<fixed>}` per namespace.
+fn selectors(
+    metric: &str,
+    extra: &str,
+    fixed: &BTreeMap<String, String>,
+    side: &[TenantSeries],
+) -> Vec<String> {
+    let mut by_ns: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in side {
+        by_ns.entry(&t.namespace).or_default().push(&t.tenant);
+    }
+    let fixed: String = fixed
+        .iter()
+        .map(|(k, v)| format!(",{k}=\"{}\"", promql_string(v)))
+        .collect();
+    by_ns
+        .into_iter()
+        .map(|(ns, names)| {
+            let tenant = if names.len() == 1 {
+                format!("tenant=\"{}\"", promql_string(names[0]))
+            } else {
+                format!("tenant=~\"{}\"", alternation(names))
+            };
+            format!(
+                "{metric}{{{extra}namespace=\"{}\",{tenant}{fixed}}}",
+                promql_string(ns)
+            )
+        })
+        .collect()
+}
+
+/// `increase(<selector>[<window>s])` for each namespace of the side, joined by `or`.
+fn increases(
+    metric: &str,
+    extra: &str,
+    fixed: &BTreeMap<String, String>,
+    side: &[TenantSeries],
+    window: u32,
+) -> String {
+    selectors(metric, extra, fixed, side)
+        .into_iter()
+        .map(|s| format!("increase({s}[{window}s])"))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Tool calls of a side over the window, by outcome. `None` for a side without tenants.
+pub fn calls_by_outcome(
+    fixed: &BTreeMap<String, String>,
+    side: &[TenantSeries],
+    window: u32,
+) -> Option<String> {
+    (!side.is_empty()).then(|| format!("sum by (outcome) ({})", increases(CALLS, "", fixed, side, window)))
+}
+
+/// A latency quantile of a side over the window. `None` for a side without tenants.
+pub fn latency_quantile(
+    fixed: &BTreeMap<String, String>,
+    side: &[TenantSeries],
+    window: u32,
+    q: Quantile,
+) -> Option<String> {
+    (!side.is_empty()).then(|| {
+        format!(
+            "histogram_quantile({}, sum by (le) ({}))",
+            q.value(),
+            increases(LATENCY_BUCKET, "", fixed, side, window)
+        )
+    })
+}
+
+/// Render a custom check's template. Unknown variables are an error (strict undefined).
+pub fn render_custom(
+    check: &CustomCheck,
+    wave: &[TenantSeries],
+    baseline: &[TenantSeries],
+    window: u32,
+) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_template("query", &check.query)
+        .map_err(|e| format!("custom check {}: the template does not parse: {e}", check.name))?;
+    let tenants = |side: &[TenantSeries]| alternation(side.iter().map(|t| t.tenant.as_str()));
+    let namespaces = |side: &[TenantSeries]| alternation(side.iter().map(|t| t.namespace.as_str()));
+    let ctx = minijinja::context! {
+        wave => tenants(wave),
+        baseline => tenants(baseline),
+        wave_namespaces => namespaces(wave),
+        baseline_namespaces => namespaces(baseline),
+        window => format!("{window}s"),
+    };
+    env.get_template("query")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| format!("custom check {}: the template does not render: {e}", check.name))
+}
+
+/// Parse `query` as PromQL (the parser of Prometheus' grammar, `promql-parser`).
+pub fn parse(query: &str) -> Result<(), String> {
+    promql_parser::parser::parse(query)
+        .map(|_| ())
+        .map_err(|e| format!("not PromQL: {e}"))
+}
+
+/// The spec's rules a schema cannot state: label names, and every custom template renders and parses
+/// (with sample tenants).
+pub fn check_spec(analysis: &super::super::crd::Analysis) -> Result<(), String> {
+    for name in analysis.prometheus.labels.keys() {
+        if !valid_label_name(name) || matches!(name.as_str(), "namespace" | "tenant" | "le" | "outcome") {
+            return Err(format!(
+                "analysis.prometheus.labels: {name:?} is not a label name the analysis may fix (rule: [a-zA-Z_][a-zA-Z0-9_]*, not __-prefixed, not namespace, tenant, le or outcome)"
+            ));
+        }
+    }
+    let sample = |ns: &str, t: &str| TenantSeries {
+        namespace: ns.into(),
+        tenant: t.into(),
+    };
+    let wave = [sample("team-a", "acme")];
+    let baseline = [sample("team-a", "globex"), sample("team-b", "initech")];
+    for c in &analysis.custom {
+        let q = render_custom(c, &wave, &baseline, 300)?;
+        parse(&q).map_err(|e| format!("analysis.custom[{}].query: rendered, it is {e}", c.name))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ns: &str, name: &str) -> TenantSeries {
+        TenantSeries {
+            namespace: ns.into(),
+            tenant: name.into(),
+        }
+    }
+
+    #[test]
+    fn selectors_are_exact_pairs_one_per_namespace() {
+        let side = [t("a", "x"), t("b", "y"), t("a", "z")];
+        let q = calls_by_outcome(&BTreeMap::new(), &side, 120).unwrap();
+        assert_eq!(
+            q,
+            "sum by (outcome) (increase(lumenore_connector_tool_calls_total{namespace=\"a\",tenant=~\"x|z\"}[120s]) or increase(lumenore_connector_tool_calls_total{namespace=\"b\",tenant=\"y\"}[120s]))"
+        );
+        parse(&q).unwrap();
+        assert!(calls_by_outcome(&BTreeMap::new(), &[], 60).is_none());
+    }
+
+    #[test]
+    fn hostile_values_stay_inside_their_string() {
+        // A tenant label cannot hold these (a DNS label), but a namespace label from another
+        // Prometheus setup or a fixed label value could: nothing escapes its matcher.
+        let side = [t("a\"}or vector(1)#", "x.*|y"), t("b", "q\\")];
+        let mut fixed = BTreeMap::new();
+        fixed.insert("cluster".to_string(), "eu\"1".to_string());
+        for q in [
+            calls_by_outcome(&fixed, &side, 60).unwrap(),
+            latency_quantile(&fixed, &side, 60, Quantile::P99).unwrap(),
+        ] {
+            parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert!(q.contains(r#"namespace="a\"}or vector(1)#""#), "{q}");
+            assert!(q.contains(r#"cluster="eu\"1""#), "{q}");
+        }
+        assert_eq!(alternation(["x.*|y", "b"]), r"b|x\\.\\*\\|y");
+    }
+
+    #[test]
+    fn custom_templates_render_escaped_and_strict() {
+        let check = CustomCheck {
+            name: "backend-errors".into(),
+            query:
+                "sum(increase(lumenore_connector_backend_errors_total{tenant=~\"{{ wave }}\"}[{{ window }}]))"
+                    .into(),
+            max: Some(1.0),
+            min: None,
+        };
+        let q = render_custom(&check, &[t("a", "x"), t("b", "y.z")], &[], 90).unwrap();
+        assert_eq!(
+            q,
+            r#"sum(increase(lumenore_connector_backend_errors_total{tenant=~"x|y\\.z"}[90s]))"#
+        );
+        parse(&q).unwrap();
+        let unknown = CustomCheck {
+            query: "sum(x{tenant=~\"{{ waves }}\"})".into(),
+            ..check.clone()
+        };
+        assert!(
+            render_custom(&unknown, &[], &[], 1)
+                .unwrap_err()
+                .contains("does not render")
+        );
+        let bad = CustomCheck {
+            query: "sum(x{tenant=~\"{{ wave }}\"}".into(),
+            ..check
+        };
+        let spec_err = {
+            let mut a: crate::rollout::crd::Analysis =
+                serde_json::from_value(serde_json::json!({"prometheus": {"url": "http://p:9090"}})).unwrap();
+            a.custom.push(bad);
+            check_spec(&a).unwrap_err()
+        };
+        assert!(
+            spec_err.contains("analysis.custom[backend-errors].query"),
+            "{spec_err}"
+        );
+    }
+
+    #[test]
+    fn fixed_label_names_are_checked() {
+        let mut a: crate::rollout::crd::Analysis = serde_json::from_value(
+            serde_json::json!({"prometheus": {"url": "http://p:9090", "labels": {"tenant": "x"}}}),
+        )
+        .unwrap();
+        assert!(check_spec(&a).unwrap_err().contains("analysis.prometheus.labels"));
+        a.prometheus.labels = [("cluster".to_string(), "eu".to_string())].into();
+        check_spec(&a).unwrap();
+        assert!(!valid_label_name("1a") && !valid_label_name("__name__") && valid_label_name("_x9"));
+    }
+}
