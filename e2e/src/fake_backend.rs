@@ -8,6 +8,7 @@
 //! - `POST /api/ai-engine/mcp/nlq-to-data`: JSON lines streamed in chunks with a delay between chunks.
 //! - Faults, queued and served to the next data requests (not the login): an HTTP status (e.g. 503), a
 //!   connection closed mid-body, a connection closed before any header.
+//! - A share of failures: every n-th data request answered with a fault (`fail_every`).
 //! - Hostile modes: a login that hangs, a backend that refuses every token (401 to every data request),
 //!   analysis answers of a given size (one JSON array), and an NLQ stream that never ends.
 //! - `LUMENORE_API_KEY`: the static token is accepted as the whole `Authorization` value (no `Bearer `), as
@@ -72,6 +73,9 @@ pub struct FakeConfig {
     pub dense_answer: bool,
     /// nlq-to-data streams JSON lines until the client goes away.
     pub endless_stream: bool,
+    /// Every `n`-th data request (the `n`-th, `2n`-th, ...) is answered with this fault: a share
+    /// `1/n` of the calls fails, as a regression on one answer shape would.
+    pub fail_every: Option<(u64, Fault)>,
 }
 
 impl Default for FakeConfig {
@@ -90,6 +94,7 @@ impl Default for FakeConfig {
             answer_bytes: None,
             dense_answer: false,
             endless_stream: false,
+            fail_every: None,
         }
     }
 }
@@ -148,6 +153,8 @@ struct Shared {
     config: Mutex<FakeConfig>,
     tokens: Mutex<HashMap<String, Token>>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Data requests seen, for `fail_every`.
+    data_requests: AtomicU64,
     next_token: AtomicU64,
     counters: Counters,
     /// (path, `traceparent` header) of every request that carried one (trace propagation tests).
@@ -181,6 +188,7 @@ impl FakeLumenore {
                 config: Mutex::new(config),
                 tokens: Mutex::new(HashMap::new()),
                 faults: Mutex::new(VecDeque::new()),
+                data_requests: AtomicU64::new(0),
                 next_token: AtomicU64::new(1),
                 traceparents: Mutex::new(Vec::new()),
                 counters: Counters::default(),
@@ -341,7 +349,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>, sto
                         shared.traceparents.lock().unwrap().push(entry);
                     }
                     if request.uri().path() != LOGIN_PATH {
-                        let fault = shared.faults.lock().unwrap().pop_front();
+                        let n = shared.data_requests.fetch_add(1, Ordering::SeqCst) + 1;
+                        let every = shared.config.lock().unwrap().fail_every;
+                        let fault = shared.faults.lock().unwrap().pop_front().or_else(|| {
+                            every.and_then(|(k, fault)| (k > 0 && n.is_multiple_of(k)).then_some(fault))
+                        });
                         if let Some(fault) = fault {
                             shared.counters.faults.fetch_add(1, Ordering::SeqCst);
                             count_endpoint(&shared, request.uri().path());

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use lumenore_operator::crd::LumenoreConnector;
 use lumenore_operator::rollout::LumenoreFleetRollout;
+use lumenore_operator::rollout::crd::Verdict;
 use lumenore_operator::rollout::plan;
 use serde_json::json;
 use system_support::chaos::{self, ChaosPlan};
@@ -756,4 +757,364 @@ fn checker_flags_each_invariant() {
     }
     assert_eq!(v.iter().filter(|m| m.starts_with("(e)")).count(), 1, "{v:#?}");
     assert_eq!(v.iter().filter(|m| m.starts_with("(a)")).count(), 1, "{v:#?}");
+}
+
+// ---- Fleet-rollout analysis (issue 22): a real Prometheus, real connectors, the real operator ----
+
+mod analysed {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use lumenore_e2e::connector::connector_binary;
+    use lumenore_e2e::fake_backend::{FakeConfig, Fault};
+    use lumenore_operator::rollout::crd::{CheckStatus, LumenoreFleetRolloutStatus};
+    use serde_json::Value;
+    use system_support::fleet_analysis::*;
+
+    pub const CANARIES: [&str; 2] = ["c-1", "c-2"];
+    pub const REST: [&str; 3] = ["r-1", "r-2", "r-3"];
+
+    /// Five tenants (two canaries), their connectors on the old backend with traffic, Prometheus
+    /// scraping them, the operator leading.
+    pub struct World {
+        pub c: Cluster,
+        pub prom: Prometheus,
+        pub tenants: Tenants,
+        pub backends: Backends,
+    }
+
+    pub fn world(new_version: impl FnOnce(&mut FakeConfig), canary_traffic: bool) -> World {
+        let binary = connector_binary();
+        let mut c = Cluster::new(&["ns-a"]);
+        let mut targets = Vec::new();
+        for name in CANARIES.iter().chain(&REST) {
+            let canary = CANARIES.contains(name);
+            let labels: &[(&str, &str)] = if canary { &[("ring", "canary")] } else { &[] };
+            c.create_tenant(&tenant("ns-a", name, labels, |_| {}));
+            targets.push(Target {
+                namespace: "ns-a".into(),
+                name: name.to_string(),
+                tenant: name.to_string(),
+                port: free_port(),
+                traffic: !canary || canary_traffic,
+            });
+        }
+        let mut secret = Secret::default();
+        secret.metadata.name = Some("prom-auth".into());
+        secret.metadata.namespace = Some(OPS.into());
+        secret.data = Some(
+            [
+                ("username".to_string(), ByteString(PROM_USER.as_bytes().to_vec())),
+                (
+                    "password".to_string(),
+                    ByteString(PROM_PASSWORD.as_bytes().to_vec()),
+                ),
+            ]
+            .into(),
+        );
+        c.api.put(&secret);
+        c.start();
+        c.wait_leader(None, Duration::from_secs(20));
+        c.wait_tenants_ready(OLD, Duration::from_secs(40));
+        let backends = Backends::start(new_version);
+        let tenants = Tenants::start(c.api.clone(), binary, &targets, &backends);
+        let prom = Prometheus::start(&c.dir.join("prometheus"), &targets);
+        must(
+            "Prometheus scraping every connector",
+            Duration::from_secs(30),
+            || {
+                prom.query("count(up{job=\"connectors\"} == 1)")
+                    .and_then(|r| r.first().map(|s| s["value"][1] == "5"))
+                    .unwrap_or(false)
+            },
+        );
+        c.note(format!("Prometheus on {}, 5 connectors scraped", prom.url()));
+        World {
+            c,
+            prom,
+            tenants,
+            backends,
+        }
+    }
+
+    /// Two waves (the canaries, then the rest), analysed every 2 s over an 8 s bake.
+    pub fn spec(prom: &Prometheus, analysis: Value) -> Value {
+        let mut a = json!({
+            "prometheus": {"url": prom.url(), "basicAuthSecretRef": {"name": "prom-auth"}, "timeoutSeconds": 3},
+            "intervalSeconds": 2,
+            "minCalls": 20,
+            "maxExtensionSeconds": 6,
+            "unavailableGraceSeconds": 4,
+        });
+        for (k, v) in analysis.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        json!({
+            "image": NEW,
+            "maxUnavailable": 5,
+            "bakeSeconds": 8,
+            "readyDeadlineSeconds": 60,
+            "waves": [{"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}}, {"name": "rest"}],
+            "analysis": a,
+        })
+    }
+
+    pub fn status(c: &Cluster) -> LumenoreFleetRolloutStatus {
+        c.rollout("r").and_then(|r| r.status).unwrap_or_default()
+    }
+
+    pub fn check(st: &LumenoreFleetRolloutStatus, name: &str) -> CheckStatus {
+        st.analysis
+            .as_ref()
+            .and_then(|a| a.checks.iter().find(|c| c.name == name).cloned())
+            .unwrap_or_else(|| panic!("no check {name} in {:?}", st.analysis))
+    }
+
+    pub fn condition(st: &LumenoreFleetRolloutStatus, t: &str) -> (String, String, String) {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Event reasons published on the rollout.
+    pub fn events(c: &Cluster) -> Vec<String> {
+        c.api
+            .events(OPS)
+            .iter()
+            .filter(|e| e["regarding"]["kind"] == "LumenoreFleetRollout")
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The later wave never left the old image.
+    pub fn rest_untouched(c: &Cluster) {
+        for name in REST {
+            assert_eq!(c.image_of("ns-a", name).as_deref(), Some(OLD), "{name}");
+        }
+    }
+
+    /// Wait for `phase`; the time it took.
+    pub fn wait_phase(w: &World, phase: &str, timeout: Duration) -> Duration {
+        match wait_for(timeout, || w.c.phase("r").as_deref() == Some(phase)) {
+            Ok(d) => d,
+            Err(d) => panic!(
+                "rollout not {phase} after {d:?}: {}\nstatus: {:?}\nprometheus log tail: {}",
+                w.c.describe("r"),
+                status(&w.c),
+                w.prom.log().lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            ),
+        }
+    }
+
+    pub fn failing(cfg: &mut FakeConfig) {
+        cfg.fail_every = Some((4, Fault::Status(422)));
+    }
+
+    pub fn finish(mut w: World) {
+        let sent = w.tenants.calls.load(std::sync::atomic::Ordering::Relaxed);
+        let ok = w.tenants.answered.load(std::sync::atomic::Ordering::Relaxed);
+        w.c.note(format!("traffic: {sent} tool calls sent, {ok} answered 200"));
+        w.c.assert_invariants();
+        drop(w.tenants);
+        drop(w.backends);
+    }
+
+    pub fn is_pass(c: &CheckStatus) -> bool {
+        c.verdict == Verdict::Pass
+    }
+}
+
+/// A healthy version: the canary wave's analysis passes over its bake (enough calls, the wave's
+/// error ratio and p95/p99 latency within the baseline's limits) and the rollout completes.
+#[test]
+fn analysis_a_healthy_wave_advances_after_its_bake() {
+    let w = analysed::world(|_| {}, true);
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({})));
+    let took = analysed::wait_phase(&w, "Completed", Duration::from_secs(120));
+    let st = analysed::status(&w.c);
+    let a = st.analysis.clone().unwrap();
+    assert_eq!(
+        (a.wave.as_str(), a.wave_tenants, a.baseline_tenants),
+        ("canary", 2, 3)
+    );
+    for name in ["error-ratio", "latency-p95", "latency-p99"] {
+        let c = analysed::check(&st, name);
+        assert!(analysed::is_pass(&c), "{c:?}");
+        assert!(
+            c.wave_calls.unwrap() >= 20.0 && c.baseline_calls.unwrap() >= 20.0,
+            "{c:?}"
+        );
+    }
+    assert_eq!(analysed::check(&st, "error-ratio").wave, Some(0.0));
+    let ev = analysed::events(&w.c);
+    assert!(ev.iter().any(|e| e == "WaveCompleted"), "{ev:?}");
+    assert!(!ev.iter().any(|e| e.starts_with("Analysis")), "{ev:?}");
+    println!(
+        "BENCH analysis healthy: completed {took:?} after the rollout was created (bake 8 s); the canary wave's last analysis over {} s",
+        a.window_seconds
+    );
+    analysed::finish(w);
+}
+
+/// A version that fails one call in four: the canary wave halts (Stalled, AnalysisFailed) with the
+/// wave's and the baseline's figures, an Event, and the rest of the fleet never leaves the old image.
+#[test]
+fn analysis_a_wave_with_raised_errors_halts_with_the_figures() {
+    let w = analysed::world(analysed::failing, true);
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({})));
+    let took = analysed::wait_phase(&w, "Stalled", Duration::from_secs(90));
+    let st = analysed::status(&w.c);
+    let (stalled, reason, message) = analysed::condition(&st, "Stalled");
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "AnalysisFailed"),
+        "{message}"
+    );
+    let e = analysed::check(&st, "error-ratio");
+    assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
+    // The stand-in fails one call in four: Prometheus' figure, through the operator, says so.
+    let ratio = e.wave.unwrap();
+    assert!((0.15..=0.35).contains(&ratio), "{e:?}");
+    assert_eq!(e.baseline, Some(0.0), "{e:?}");
+    assert!(message.contains("error-ratio Fail"), "{message}");
+    assert!(analysed::events(&w.c).iter().any(|r| r == "AnalysisFailed"));
+    // Held: the rest stays on the old image.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(w.c.phase("r").as_deref(), Some("Stalled"));
+    analysed::rest_untouched(&w.c);
+    println!(
+        "BENCH analysis errors: halted {took:?} after the rollout was created; wave error ratio {ratio:.3} against 0"
+    );
+    analysed::finish(w);
+}
+
+/// A version 300 ms slower: the canary wave halts on latency while its error ratio passes.
+#[test]
+fn analysis_a_slower_wave_halts_on_latency() {
+    let w = analysed::world(|cfg| cfg.delay = Duration::from_millis(300), true);
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({})));
+    analysed::wait_phase(&w, "Stalled", Duration::from_secs(90));
+    let st = analysed::status(&w.c);
+    assert_eq!(analysed::condition(&st, "Stalled").1, "AnalysisFailed");
+    let p95 = analysed::check(&st, "latency-p95");
+    assert_eq!(p95.verdict, Verdict::Fail, "{p95:?}");
+    assert!(
+        p95.wave.unwrap() >= 0.25 && p95.baseline.unwrap() < 0.1,
+        "{p95:?}"
+    );
+    assert!(analysed::is_pass(&analysed::check(&st, "error-ratio")));
+    analysed::rest_untouched(&w.c);
+    println!(
+        "BENCH analysis latency: p95 {:.3} s of the wave against {:.3} s of the baseline",
+        p95.wave.unwrap(),
+        p95.baseline.unwrap()
+    );
+    analysed::finish(w);
+}
+
+/// No traffic to the canaries: every check is inconclusive; the bake is extended by
+/// maxExtensionSeconds, then `Halt` stalls (AnalysisInconclusive); switched to `Proceed`, the rollout
+/// advances with a warning Event and completes.
+#[test]
+fn analysis_too_few_calls_extends_the_bake_then_follows_the_policy() {
+    let w = analysed::world(|_| {}, false);
+    let started = Instant::now();
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({"onInconclusive": "Halt"})));
+    let halted = analysed::wait_phase(&w, "Stalled", Duration::from_secs(90));
+    let st = analysed::status(&w.c);
+    assert_eq!(analysed::condition(&st, "Stalled").1, "AnalysisInconclusive");
+    let e = analysed::check(&st, "error-ratio");
+    assert!(
+        e.verdict == Verdict::Inconclusive && e.wave_calls.unwrap_or(0.0) < 20.0,
+        "{e:?}"
+    );
+    // Bake (8 s) and extension (6 s) both ran out before the halt.
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "{:?}",
+        started.elapsed()
+    );
+    analysed::rest_untouched(&w.c);
+    let (code, body) = request(
+        &w.c.api,
+        http::Method::PATCH,
+        &format!("/apis/lumenore.io/v1alpha1/namespaces/{OPS}/lumenorefleetrollouts/r"),
+        "kubectl-edit",
+        &json!({"spec": {"analysis": {"onInconclusive": "Proceed"}}}),
+    );
+    assert_eq!(code, 200, "{body}");
+    analysed::wait_phase(&w, "Completed", Duration::from_secs(90));
+    let ev = analysed::events(&w.c);
+    assert!(ev.iter().any(|r| r == "AnalysisInconclusive"), "{ev:?}");
+    println!(
+        "BENCH analysis inconclusive: halted {halted:?} after the rollout was created (bake 8 s + extension 6 s)"
+    );
+    analysed::finish(w);
+}
+
+/// autoRollback: the failing canary wave is rolled back at once: the canaries' Deployments return to
+/// the old image, Ready stays False and Stalled True (AnalysisFailed), and nothing moves after.
+#[test]
+fn analysis_auto_rollback_restores_the_previous_image() {
+    let w = analysed::world(analysed::failing, true);
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({"autoRollback": true})));
+    analysed::wait_phase(&w, "RolledBack", Duration::from_secs(90));
+    let back = must(
+        "the canaries back on the old image",
+        Duration::from_secs(30),
+        || {
+            analysed::CANARIES
+                .iter()
+                .all(|n| w.c.image_of("ns-a", n).as_deref() == Some(OLD))
+        },
+    );
+    let st = analysed::status(&w.c);
+    assert_eq!(analysed::condition(&st, "Ready").0, "False");
+    let (stalled, reason, _) = analysed::condition(&st, "Stalled");
+    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "AnalysisFailed"));
+    assert_eq!(analysed::check(&st, "error-ratio").verdict, Verdict::Fail);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(w.c.phase("r").as_deref(), Some("RolledBack"));
+    analysed::rest_untouched(&w.c);
+    for n in analysed::CANARIES {
+        assert_eq!(w.c.image_of("ns-a", n).as_deref(), Some(OLD));
+    }
+    println!(
+        "BENCH analysis auto rollback: canaries back on the old image {back:?} after the RolledBack phase"
+    );
+    analysed::finish(w);
+}
+
+/// Prometheus killed mid-bake: never a pass. The bake waits, then the rollout halts
+/// (AnalysisUnavailable) after unavailableGraceSeconds, and no tenant of the next wave moves.
+#[test]
+fn analysis_prometheus_stopped_mid_bake_halts_never_advances() {
+    let mut w = analysed::world(|_| {}, true);
+    let mut spec = analysed::spec(&w.prom, json!({}));
+    spec["bakeSeconds"] = json!(30);
+    w.c.create_rollout("r", spec);
+    must(
+        "a first measured analysis of the canary wave",
+        Duration::from_secs(60),
+        || {
+            analysed::status(&w.c)
+                .analysis
+                .is_some_and(|a| a.verdict.is_some())
+        },
+    );
+    w.prom.stop();
+    let stopped = Instant::now();
+    analysed::wait_phase(&w, "Stalled", Duration::from_secs(60));
+    let halted = stopped.elapsed();
+    let st = analysed::status(&w.c);
+    let (_, reason, message) = analysed::condition(&st, "Stalled");
+    assert_eq!(reason, "AnalysisUnavailable", "{message}");
+    assert!(message.contains("cannot connect to the query API"), "{message}");
+    // Grace 4 s, one interval 2 s, query timeout 3 s: well before the 30 s bake could end.
+    assert!(halted < Duration::from_secs(20), "{halted:?}");
+    analysed::rest_untouched(&w.c);
+    println!("BENCH analysis unavailable: halted {halted:?} after Prometheus was killed (grace 4 s)");
+    analysed::finish(w);
 }

@@ -6,11 +6,13 @@
 //! - [`checker`]: the invariants (a)–(e), checked as each write lands, (f) at the end;
 //! - [`chaos`]: a seeded random schedule of faults over a rollout (the chaos test and the soak);
 //! - [`rng`]: the seeded PRNG;
-//! - [`connectors`]: real connector processes and the kubelet's projection of a ConfigMap into them.
+//! - [`connectors`]: real connector processes and the kubelet's projection of a ConfigMap into them;
+//! - [`fleet_analysis`]: a real Prometheus scraping real connectors, for the rollout analysis.
 #![allow(dead_code)]
 
 pub mod chaos;
 pub mod checker;
 pub mod cluster;
 pub mod connectors;
+pub mod fleet_analysis;
 pub mod rng;

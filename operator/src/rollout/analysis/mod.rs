@@ -165,3 +165,66 @@ async fn measure(
     }
     Ok(checks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(pairs: &[(&str, &str)]) -> Vec<TenantSeries> {
+        pairs
+            .iter()
+            .map(|(ns, t)| TenantSeries {
+                namespace: ns.to_string(),
+                tenant: t.to_string(),
+            })
+            .collect()
+    }
+
+    /// A second parser nobody here wrote: every query of an analysis (built-ins over two namespaces,
+    /// a fixed label with a quote, a custom template) as a recording rule that `promtool check rules`
+    /// accepts. Skipped only outside CI when promtool is missing.
+    #[test]
+    fn every_query_passes_promtool() {
+        let spec: crate::rollout::crd::Analysis = serde_json::from_value(serde_json::json!({
+            "prometheus": {"url": "http://p:9090", "labels": {"cluster": "eu\"1"}},
+            "latency": {"quantiles": ["p50", "p90", "p95", "p99"]},
+            "custom": [{"name": "backend-errors", "max": 1,
+                        "query": "sum(increase(lumenore_connector_backend_errors_total{namespace=~\"{{ wave_namespaces }}\",tenant=~\"{{ wave }}\"}[{{ window }}])) / clamp_min(sum(increase(lumenore_connector_backend_errors_total{tenant=~\"{{ baseline }}\"}[{{ window }}])), 1)"}]
+        }))
+        .unwrap();
+        let req = AnalysisRequest {
+            wave: "canary".into(),
+            wave_tenants: side(&[("team-a", "acme"), ("team-b", "globex"), ("team-a", "a.b")]),
+            baseline_tenants: side(&[("team-c", "initech")]),
+            window_seconds: 300,
+        };
+        let qs = queries(&spec, &req).unwrap();
+        assert_eq!(qs.len(), 2 + 4 * 2 + 1);
+        for q in &qs {
+            query::parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        }
+        let rules = serde_json::json!({"groups": [{"name": "analysis", "rules": qs.iter().enumerate()
+            .map(|(i, q)| serde_json::json!({"record": format!("analysis:query{i}"), "expr": q}))
+            .collect::<Vec<_>>()}]});
+        let dir = std::env::temp_dir().join(format!("lumenore-analysis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.json.yaml");
+        // JSON is YAML: promtool reads it as is.
+        std::fs::write(&file, serde_json::to_string_pretty(&rules).unwrap()).unwrap();
+        match std::process::Command::new("promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(&file)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "promtool refused a query: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) if std::env::var_os("CI").is_none() => eprintln!("SKIPPED promtool check: {e}"),
+            Err(e) => panic!("promtool is required in CI (.ci/install-tools.sh): {e}"),
+        }
+    }
+}
