@@ -128,6 +128,24 @@ impl Metrics {
             "MCP tool calls by tool and outcome",
             tool_calls.clone(),
         );
+        // Every tool and outcome from the start at 0: Prometheus' increase() cannot see a series'
+        // first value, so a counter created at its first call would hide the first error of a new
+        // pod (a fleet-rollout analysis compares exactly such new pods with old ones).
+        for tool in lumenore_contract::ToolName::ALL {
+            for outcome in [
+                Outcome::success,
+                Outcome::validation_error,
+                Outcome::error,
+                Outcome::cancelled,
+            ] {
+                tool_calls
+                    .get_or_create(&ToolLabels {
+                        tool: tool.as_str(),
+                        outcome,
+                    })
+                    .inc_by(0);
+            }
+        }
         let tool_latency = Family::<ToolOnly, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -264,6 +282,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tool_and_outcome_starts_at_zero() {
+        let text = Metrics::new().encode();
+        let zeros = text
+            .lines()
+            .filter(|l| l.starts_with("lumenore_connector_tool_calls_total{") && l.ends_with(" 0"))
+            .count();
+        assert_eq!(zeros, 9 * 4, "{text}");
+        assert!(
+            text.contains(r#"lumenore_connector_tool_calls_total{tool="get_pareto_data",outcome="error"} 0"#)
+        );
+    }
 
     #[test]
     fn encodes_counters_with_fixed_labels() {

@@ -371,6 +371,12 @@ fn analysis_rules() {
         with(ok.clone(), "/prometheus/url", json!("http://prometheus:9090")),
         "caSecretRef needs an https url",
     );
+    let mut plain = ok.clone();
+    plain["prometheus"].as_object_mut().unwrap().remove("caSecretRef");
+    plain["prometheus"]["url"] = json!("http://prometheus.monitoring.svc:9090");
+    refused(plain.clone(), "credentials are sent over https only");
+    plain["prometheus"]["url"] = json!("http://127.0.0.1:9090");
+    admit(V, LFR, &analysed(plain), None).unwrap();
     let mut both = ok.clone();
     both["prometheus"]["basicAuthSecretRef"] = json!({"name": "prom"});
     refused(both, "set bearerTokenSecretRef or basicAuthSecretRef, not both");

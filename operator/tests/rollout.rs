@@ -693,3 +693,53 @@ async fn a_rollout_decides_nothing_until_every_tenant_cache_is_filled() {
         .unwrap();
     assert_eq!(st.current_wave, Some(0));
 }
+
+/// The analysis sends a Secret's values only when the Secret is labelled for it: whoever may edit a
+/// rollout but not read Secrets cannot have another Secret sent to a URL of their choosing.
+#[tokio::test]
+async fn analysis_credentials_come_only_from_labelled_secrets() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use lumenore_operator::rollout::analysis::prometheus::QueryApi;
+    use lumenore_operator::rollout::crd::Analysis;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = FakeApi::new();
+    let secret = |name: &str, labelled: bool| {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.metadata.namespace = Some("ops".into());
+        if labelled {
+            s.metadata.labels = Some([("lumenore.io/fleet-analysis".to_string(), "true".to_string())].into());
+        }
+        s.data = Some([("token".to_string(), ByteString(b"t0ken".to_vec()))].into());
+        s
+    };
+    api.put(&secret("db-password", false));
+    api.put(&secret("prom-reader", true));
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(api.client(), "ops");
+    let spec = |name: &str| -> Analysis {
+        serde_json::from_value(json!({"prometheus": {"url": "https://prometheus.example:9090",
+            "bearerTokenSecretRef": {"name": name, "key": "token"}}}))
+        .unwrap()
+    };
+    let refused = QueryApi::connect(&spec("db-password").prometheus, &secrets)
+        .await
+        .err()
+        .expect("an unlabelled Secret is refused");
+    assert!(
+        refused.contains("not labelled lumenore.io/fleet-analysis=\"true\""),
+        "{refused}"
+    );
+    assert!(!refused.contains("t0ken"));
+    assert!(
+        QueryApi::connect(&spec("prom-reader").prometheus, &secrets)
+            .await
+            .is_ok()
+    );
+    let missing = QueryApi::connect(&spec("nope").prometheus, &secrets)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(missing, "Secret nope not found");
+}

@@ -802,6 +802,8 @@ mod analysed {
         let mut secret = Secret::default();
         secret.metadata.name = Some("prom-auth".into());
         secret.metadata.namespace = Some(OPS.into());
+        secret.metadata.labels =
+            Some([("lumenore.io/fleet-analysis".to_string(), "true".to_string())].into());
         secret.data = Some(
             [
                 ("username".to_string(), ByteString(PROM_USER.as_bytes().to_vec())),
@@ -813,6 +815,8 @@ mod analysed {
             .into(),
         );
         c.api.put(&secret);
+        // Every log level: the privacy check in `finish` reads it all.
+        c.rust_log = Some("trace,kube=debug,tower=info,h2=info".into());
         c.start();
         c.wait_leader(None, Duration::from_secs(20));
         c.wait_tenants_ready(OLD, Duration::from_secs(40));
@@ -916,6 +920,18 @@ mod analysed {
         let sent = w.tenants.calls.load(std::sync::atomic::Ordering::Relaxed);
         let ok = w.tenants.answered.load(std::sync::atomic::Ordering::Relaxed);
         w.c.note(format!("traffic: {sent} tool calls sent, {ok} answered 200"));
+        // The query API's password (as is, and as the basic-auth header carries it) in no log line of
+        // the operator, at the trace level the scenarios run it with.
+        use base64::Engine as _;
+        let header = base64::engine::general_purpose::STANDARD.encode(format!("{PROM_USER}:{PROM_PASSWORD}"));
+        for p in &w.c.procs {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            assert!(log.contains("lumenore_operator"), "the operator's log was read");
+            assert!(
+                !log.contains(PROM_PASSWORD) && !log.contains(&header),
+                "the password in the operator's log"
+            );
+        }
         w.c.assert_invariants();
         drop(w.tenants);
         drop(w.backends);

@@ -211,6 +211,7 @@ pub enum InconclusivePolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("!(has(self.bearerTokenSecretRef) && has(self.basicAuthSecretRef))").message("set bearerTokenSecretRef or basicAuthSecretRef, not both"))]
 #[x_kube(validation = Rule::new("!has(self.caSecretRef) || self.url.startsWith('https://')").message("caSecretRef needs an https url"))]
+#[x_kube(validation = Rule::new("!(has(self.bearerTokenSecretRef) || has(self.basicAuthSecretRef)) || self.url.startsWith('https://') || self.url.matches('^http://(127\\\\.0\\\\.0\\\\.1|localhost|\\\\[::1\\\\])([:/]|$)')").message("credentials are sent over https only (http is allowed to a loopback address): use an https url"))]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
     /// Base URL of a Prometheus-compatible query API (Prometheus, Thanos Query, Mimir's Prometheus
@@ -218,13 +219,16 @@ pub struct PrometheusSource {
     #[schemars(length(min = 8, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+(/[^?#@\\\\s]*)?$')").message("prometheus.url must be an http(s) URL with a host and no user part, query or fragment"))]
     pub url: String,
-    /// A Secret of the operator's namespace holding a bearer token under `key`.
+    /// A Secret of the operator's namespace, labelled `lumenore.io/fleet-analysis: "true"`, holding a
+    /// bearer token under `key` (https only, or http to a loopback address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
-    /// A Secret of the operator's namespace with the keys `username` and `password` (HTTP basic auth).
+    /// A Secret of the operator's namespace, labelled `lumenore.io/fleet-analysis: "true"`, with the keys
+    /// `username` and `password` (HTTP basic auth; https only, or http to a loopback address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth_secret_ref: Option<SecretName>,
-    /// A Secret of the operator's namespace holding the PEM CA bundle under `key` (https only).
+    /// A Secret of the operator's namespace, labelled `lumenore.io/fleet-analysis: "true"`, holding the
+    /// PEM CA bundle under `key` (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
     /// Seconds one query may take.

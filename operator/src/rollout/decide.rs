@@ -366,6 +366,8 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             let msg = auto_rollback_message(&st, &previous, back);
             return finish(st, events, Phase::RolledBack, moving, ANALYSIS_FAILED, msg, None);
         }
+        // A rollback by hand ends the analysis: its last verdict (and a Fail alert) no longer holds.
+        st.analysis = None;
         let msg = format!(
             "rolled back to {previous}: {back} of {} tenants run it and are Ready",
             st.fleet.tenants

@@ -113,6 +113,12 @@ impl FleetMetrics {
             "Last figure of each check of the governing rollout's current analysis: the wave's, the baseline's and the limit",
             m.check_value.clone(),
         );
+        // Known label values from the start, so a dashboard or an alert sees the series before the
+        // first analysis.
+        for outcome in ["measured", "unavailable"] {
+            m.analysis_runs.get_or_create(&RunLabels { outcome }).inc_by(0);
+        }
+        m.set_analysis(None);
         m
     }
 
@@ -135,10 +141,23 @@ impl FleetMetrics {
         }
     }
 
-    /// Show the governing rollout's current analysis (`None`: none).
+    /// Show the governing rollout's current analysis. Without one (or before its first answer), the
+    /// built-in checks show 0 for every verdict.
     pub fn set_analysis(&self, analysis: Option<&AnalysisStatus>) {
         self.check_verdict.clear();
         self.check_value.clear();
+        if analysis.is_none_or(|a| a.checks.is_empty()) {
+            for check in ["error-ratio", "latency-p95", "latency-p99"] {
+                for v in [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive] {
+                    self.check_verdict
+                        .get_or_create(&CheckLabels {
+                            check: check.to_string(),
+                            verdict: v.as_str(),
+                        })
+                        .set(0);
+                }
+            }
+        }
         for c in analysis.iter().flat_map(|a| &a.checks) {
             for v in [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive] {
                 self.check_verdict

@@ -366,6 +366,9 @@ pub struct Cluster {
     pub procs: Vec<Operator>,
     /// Extra flags for every operator started from now on.
     pub extra_args: Vec<String>,
+    /// `RUST_LOG` of every operator started from now on (default: `SYSTEM_RUST_LOG`, else
+    /// `info,kube=warn`).
+    pub rust_log: Option<String>,
     pub dir: PathBuf,
     next_id: usize,
     sim: Option<DeploymentSim>,
@@ -465,6 +468,7 @@ impl Cluster {
             timing,
             procs: Vec::new(),
             extra_args: Vec::new(),
+            rust_log: None,
             dir,
             next_id: 1,
             sim: Some(DeploymentSim {
@@ -564,7 +568,10 @@ impl Cluster {
             .env("POD_NAME", &id)
             .env(
                 "RUST_LOG",
-                std::env::var("SYSTEM_RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+                self.rust_log
+                    .clone()
+                    .or_else(|| std::env::var("SYSTEM_RUST_LOG").ok())
+                    .unwrap_or_else(|| "info,kube=warn".into()),
             )
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("POD_NAMESPACE")

@@ -102,13 +102,32 @@ pub fn decode(body: &[u8]) -> Result<Vec<Sample>, String> {
     }
 }
 
-/// Read a key of a Secret of `api`'s namespace.
+/// The label a Secret must carry for an analysis to send its values anywhere: whoever may edit a
+/// rollout but not read Secrets cannot make the operator send an arbitrary Secret to a URL of their
+/// choosing.
+pub const SECRET_LABEL: &str = "lumenore.io/fleet-analysis";
+
+/// Largest answer read from the query API: a custom query over many series must not exhaust memory.
+pub const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// Read a key of a Secret of `api`'s namespace (labelled [`SECRET_LABEL`]`: "true"`).
 async fn secret_value(api: &Api<Secret>, name: &str, key: &str) -> Result<Vec<u8>, String> {
     let secret = api
         .get_opt(name)
         .await
         .map_err(|e| format!("cannot read Secret {name}: {e}"))?
         .ok_or_else(|| format!("Secret {name} not found"))?;
+    let labelled = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SECRET_LABEL))
+        .is_some_and(|v| v == "true");
+    if !labelled {
+        return Err(format!(
+            "Secret {name} is not labelled {SECRET_LABEL}=\"true\" (rule: an analysis sends only the values of Secrets labelled for it)"
+        ));
+    }
     secret
         .data
         .and_then(|mut d| d.remove(key))
@@ -174,23 +193,35 @@ impl QueryApi {
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
         if let Some(a) = &self.auth {
-            req = req.header(http::header::AUTHORIZATION, a);
+            let mut value = http::HeaderValue::from_str(a)
+                .map_err(|_| "the query API credential is not a valid header value".to_string())?;
+            value.set_sensitive(true);
+            req = req.header(http::header::AUTHORIZATION, value);
         }
-        let resp = req.send().await.map_err(|e| {
-            // reqwest's message names the URL (no credential in it: the URL has no user part).
+        let mut resp = req.send().await.map_err(|e| {
             if e.is_timeout() {
                 "the query API did not answer in time".to_string()
             } else if e.is_connect() {
                 "cannot connect to the query API".to_string()
             } else {
-                format!("the query API call failed: {e}")
+                format!("the query API call failed: {}", e.without_url())
             }
         })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| format!("the query API's answer was cut: {e}"))?;
+            .map_err(|e| format!("the query API's answer was cut: {}", e.without_url()))?
+        {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(format!(
+                    "the query API's answer is larger than {} MiB: a check's query must aggregate",
+                    MAX_ANSWER_BYTES >> 20
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         // Prometheus answers 400/422/503 with its JSON error body: decode it for the reason.
         match decode(&bytes) {
             Ok(samples) if status.is_success() => Ok(samples),

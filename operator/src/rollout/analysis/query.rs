@@ -102,11 +102,31 @@ fn increases(
     side: &[TenantSeries],
     window: u32,
 ) -> String {
-    selectors(metric, extra, fixed, side)
+    let terms: Vec<String> = selectors(metric, extra, fixed, side)
         .into_iter()
         .map(|s| format!("increase({s}[{window}s])"))
-        .collect::<Vec<_>>()
-        .join(" or ")
+        .collect();
+    balanced_or(&terms)
+}
+
+/// `a or b or c ...` nested as a balanced tree: the same vector, but a fleet of one tenant per
+/// namespace gives a parse tree log2(n) deep instead of n deep (parsers and evaluators recurse).
+fn balanced_or(terms: &[String]) -> String {
+    match terms {
+        [] => String::new(),
+        [one] => one.clone(),
+        _ => {
+            let (a, b) = terms.split_at(terms.len() / 2);
+            let part = |t: &[String]| {
+                if t.len() == 1 {
+                    t[0].clone()
+                } else {
+                    format!("({})", balanced_or(t))
+                }
+            };
+            format!("{} or {}", part(a), part(b))
+        }
+    }
 }
 
 /// Tool calls of a side over the window, by outcome. `None` for a side without tenants.
@@ -143,6 +163,8 @@ pub fn render_custom(
 ) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // A template is a spec value: bounded work (no loop runs away) and a bounded query.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_template("query", &check.query)
         .map_err(|e| format!("custom check {}: the template does not parse: {e}", check.name))?;
     let tenants = |side: &[TenantSeries]| alternation(side.iter().map(|t| t.tenant.as_str()));
@@ -154,9 +176,33 @@ pub fn render_custom(
         baseline_namespaces => namespaces(baseline),
         window => format!("{window}s"),
     };
-    env.get_template("query")
+    let q = env
+        .get_template("query")
         .and_then(|t| t.render(ctx))
-        .map_err(|e| format!("custom check {}: the template does not render: {e}", check.name))
+        .map_err(|e| format!("custom check {}: the template does not render: {e}", check.name))?;
+    let limit = MAX_CUSTOM_QUERY_BYTES + alternations_len(wave) + alternations_len(baseline);
+    if q.len() > limit {
+        return Err(format!(
+            "custom check {}: the rendered query is {} bytes, more than the template ({} bytes at most) and its tenant lists allow",
+            check.name,
+            q.len(),
+            MAX_CUSTOM_QUERY_BYTES
+        ));
+    }
+    Ok(q)
+}
+
+/// Fuel of one template rendering (MiniJinja's instruction budget).
+const TEMPLATE_FUEL: u64 = 100_000;
+/// A rendered custom query's size beyond its tenant lists.
+const MAX_CUSTOM_QUERY_BYTES: usize = 16 << 10;
+
+/// Room for each variable that holds a side's tenants or namespaces, used up to 4 times.
+fn alternations_len(side: &[TenantSeries]) -> usize {
+    4 * side
+        .iter()
+        .map(|t| 2 * (t.tenant.len() + t.namespace.len()) + 2)
+        .sum::<usize>()
 }
 
 /// Parse `query` as PromQL (the parser of Prometheus' grammar, `promql-parser`).
@@ -210,6 +256,28 @@ mod tests {
         );
         parse(&q).unwrap();
         assert!(calls_by_outcome(&BTreeMap::new(), &[], 60).is_none());
+    }
+
+    #[test]
+    fn many_namespaces_nest_as_a_balanced_tree() {
+        let terms: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
+        assert_eq!(balanced_or(&terms), "(x0 or x1) or (x2 or (x3 or x4))");
+        let side: Vec<TenantSeries> = (0..10_000).map(|i| t(&format!("ns-{i:05}"), "acme")).collect();
+        let q = calls_by_outcome(&BTreeMap::new(), &side, 300).unwrap();
+        let depth = q
+            .chars()
+            .scan(0i32, |d, c| {
+                *d += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                Some(*d)
+            })
+            .max()
+            .unwrap();
+        assert!(depth <= 20, "{depth}");
+        parse(&q).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   errors may exceed calls. The ratio is then capped at 1, never taken as garbage.
 //! - A baseline with fewer than `minCalls` calls (no traffic, or no tenant left on the previous image)
 //!   is not compared with: the error ratio is held to `maxIncrease` alone (as if the baseline had no
-//!   errors) and latency to `maxSeconds` alone.
+//!   errors) and latency to `maxSeconds` alone (inconclusive without one).
 
 use super::super::crd::{CheckStatus, CustomCheck, ErrorRatioCheck, LatencyCheck, Quantile, Verdict};
 
@@ -143,9 +143,11 @@ pub fn latency(
         (Some(r), Some(m)) => Some(r.min(m)),
         (r, m) => r.or(m),
     };
+    // Nothing to hold the wave to (no baseline to compare, no maxSeconds): not a pass.
     let verdict = match limit {
         Some(l) if w > l => Verdict::Fail,
-        _ => Verdict::Pass,
+        Some(_) => Verdict::Pass,
+        None => Verdict::Inconclusive,
     };
     let message = match (b, limit) {
         (Some(b), Some(l)) => format!(
@@ -352,7 +354,7 @@ mod tests {
             (&calls(500.0, 0.0), Some(9.0)),
             (&NONE, None),
         );
-        assert_eq!((slow.verdict, slow.limit), (Verdict::Pass, None));
+        assert_eq!((slow.verdict, slow.limit), (Verdict::Inconclusive, None));
         assert!(slow.message.contains("no maxSeconds"));
     }
 
