@@ -250,16 +250,17 @@ if ! stamp_ok apps-browser "$browser_pin" || [[ ! -f "$browser_dir/node_modules/
 fi
 
 # --- obs: promtool (alert rules), OTLP protobuf decoding and a PromQL parser (issue 14) ---
-# promtool from Debian's prometheus package (`promtool check/test rules`, .ci/check-observability.sh);
+# promtool from Debian's prometheus package (`promtool check/test rules`, .ci/check-observability.sh), and
+# its Prometheus server (the fleet-rollout analysis system tests and bench query a real one, issue 22);
 # into the venv: opentelemetry-proto + protobuf (e2e/python/otlp_receiver.py decodes the connector's and the
 # operator's OTLP/HTTP exports) and promql-parser (.ci/check_queries.py parses every alert/dashboard query).
 OBS_OTEL_PROTO_VERSION=1.45.2
 OBS_PROTOBUF_VERSION=7.36.2
 OBS_PROMQL_PARSER_VERSION=0.11.0
-if ! command -v promtool >/dev/null 2>&1; then
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then command -v sudo >/dev/null && SUDO="sudo" || die "need root for apt-get install prometheus"; fi
-  log "apt-get install prometheus (for promtool)"
+  log "apt-get install prometheus (promtool and the server)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
@@ -273,7 +274,7 @@ if ! stamp_ok obs-venv "$obs_pin @ $VENV_DIR" \
     || die "opentelemetry-proto / promql-parser import failed"
   stamp_write obs-venv "$obs_pin @ $VENV_DIR"
 fi
-echo "promtool:            $(promtool --version 2>&1 | awk 'NR==1{print $3}') (debian $(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || echo '?'))" >&2
+echo "promtool/prometheus: $(promtool --version 2>&1 | awk 'NR==1{print $3}')/$(prometheus --version 2>&1 | awk 'NR==1{print $3}') (debian $(dpkg-query -W -f='${Version}' prometheus 2>/dev/null || echo '?'))" >&2
 echo "opentelemetry-proto: $("$VENV_DIR/bin/python" -c "import importlib.metadata as m; print(m.version('opentelemetry-proto'))"); promql-parser: $OBS_PROMQL_PARSER_VERSION" >&2
 
 # ---- summary ------------------------------------------------------------------

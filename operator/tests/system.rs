@@ -964,8 +964,10 @@ fn analysis_a_healthy_wave_advances_after_its_bake() {
         );
     }
     assert_eq!(analysed::check(&st, "error-ratio").wave, Some(0.0));
+    must("the WaveCompleted Event", Duration::from_secs(10), || {
+        analysed::events(&w.c).iter().any(|e| e == "WaveCompleted")
+    });
     let ev = analysed::events(&w.c);
-    assert!(ev.iter().any(|e| e == "WaveCompleted"), "{ev:?}");
     assert!(!ev.iter().any(|e| e.starts_with("Analysis")), "{ev:?}");
     println!(
         "BENCH analysis healthy: completed {took:?} after the rollout was created (bake 8 s); the canary wave's last analysis over {} s",
@@ -979,7 +981,9 @@ fn analysis_a_healthy_wave_advances_after_its_bake() {
 #[test]
 fn analysis_a_wave_with_raised_errors_halts_with_the_figures() {
     let w = analysed::world(analysed::failing, true);
-    w.c.create_rollout("r", analysed::spec(&w.prom, json!({})));
+    // 80 calls at least: a ratio over a few seconds of 1 s scrapes is noisy (each series is
+    // extrapolated on its own).
+    w.c.create_rollout("r", analysed::spec(&w.prom, json!({"minCalls": 80})));
     let took = analysed::wait_phase(&w, "Stalled", Duration::from_secs(90));
     let st = analysed::status(&w.c);
     let (stalled, reason, message) = analysed::condition(&st, "Stalled");
@@ -995,7 +999,10 @@ fn analysis_a_wave_with_raised_errors_halts_with_the_figures() {
     assert!((0.15..=0.35).contains(&ratio), "{e:?}");
     assert_eq!(e.baseline, Some(0.0), "{e:?}");
     assert!(message.contains("error-ratio Fail"), "{message}");
-    assert!(analysed::events(&w.c).iter().any(|r| r == "AnalysisFailed"));
+    // The Event follows the status write.
+    must("the AnalysisFailed Event", Duration::from_secs(10), || {
+        analysed::events(&w.c).iter().any(|r| r == "AnalysisFailed")
+    });
     // Held: the rest stays on the old image.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(w.c.phase("r").as_deref(), Some("Stalled"));
@@ -1062,8 +1069,9 @@ fn analysis_too_few_calls_extends_the_bake_then_follows_the_policy() {
     );
     assert_eq!(code, 200, "{body}");
     analysed::wait_phase(&w, "Completed", Duration::from_secs(90));
-    let ev = analysed::events(&w.c);
-    assert!(ev.iter().any(|r| r == "AnalysisInconclusive"), "{ev:?}");
+    must("the AnalysisInconclusive Event", Duration::from_secs(10), || {
+        analysed::events(&w.c).iter().any(|r| r == "AnalysisInconclusive")
+    });
     println!(
         "BENCH analysis inconclusive: halted {halted:?} after the rollout was created (bake 8 s + extension 6 s)"
     );

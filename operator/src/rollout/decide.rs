@@ -525,7 +525,14 @@ pub fn decide(inp: &Input<'_>) -> Decision {
             let left = started + bake - now.as_second();
             if let Some(spec) = &inp.spec.analysis {
                 let wave_name = st.waves[w].name.clone();
-                let request = analysis_request(&wave_name, &members, w, &previous, now.as_second() - started);
+                let request = analysis_request(
+                    &wave_name,
+                    &members,
+                    w,
+                    &previous,
+                    now.as_second() - started,
+                    inp.fleet,
+                );
                 let x = match &mut st.analysis {
                     Some(x) if x.wave == wave_name => x,
                     other => other.insert(AnalysisStatus {
@@ -690,20 +697,26 @@ fn analysis_request(
     w: usize,
     previous: &str,
     bake_so_far: i64,
+    fleet: &[TenantReport<'_>],
 ) -> AnalysisRequest {
     let series = |m: &Member<'_>| TenantSeries {
         namespace: m.report.id.namespace.to_string(),
         tenant: m.report.label.to_string(),
     };
+    let wave_tenants: Vec<TenantSeries> = members[w].iter().map(series).collect();
+    let baseline_tenants: Vec<TenantSeries> = members[w + 1..]
+        .iter()
+        .flatten()
+        .filter(|m| m.report.image == Some(previous))
+        .map(series)
+        .collect();
+    let everyone = || fleet.iter().map(|r| (r.id.namespace, r.label));
     AnalysisRequest {
         wave: wave.to_string(),
-        wave_tenants: members[w].iter().map(series).collect(),
-        baseline_tenants: members[w + 1..]
-            .iter()
-            .flatten()
-            .filter(|m| m.report.image == Some(previous))
-            .map(series)
-            .collect(),
+        wave_by_sets: super::analysis::query::exact_by_sets(&wave_tenants, everyone()),
+        baseline_by_sets: super::analysis::query::exact_by_sets(&baseline_tenants, everyone()),
+        wave_tenants,
+        baseline_tenants,
         window_seconds: bake_so_far.clamp(1, i64::from(u32::MAX)) as u32,
     }
 }
@@ -1004,12 +1017,15 @@ mod tests {
         })
     }
 
+    fn condition<'a>(
+        st: &'a LumenoreFleetRolloutStatus,
+        t: &str,
+    ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        st.conditions.iter().find(|c| c.type_ == t)
+    }
+
     fn cond<'a>(st: &'a LumenoreFleetRolloutStatus, t: &str) -> &'a str {
-        st.conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .map(|c| c.status.as_str())
-            .unwrap_or("")
+        condition(st, t).map(|c| c.status.as_str()).unwrap_or("")
     }
 
     /// Defect: a rollout re-created mid-wave (GitOps replace, `kubectl replace --force`, a rename)
@@ -1443,11 +1459,7 @@ mod tests {
     }
 
     fn reason<'a>(st: &'a LumenoreFleetRolloutStatus, t: &str) -> &'a str {
-        st.conditions
-            .iter()
-            .find(|c| c.type_ == t)
-            .map(|c| c.reason.as_str())
-            .unwrap_or("")
+        condition(st, t).map(|c| c.reason.as_str()).unwrap_or("")
     }
 
     #[test]
@@ -1466,6 +1478,10 @@ mod tests {
             first.baseline_tenants.len(),
             8,
             "every tenant still on the previous image"
+        );
+        assert!(
+            first.wave_by_sets && first.baseline_by_sets,
+            "unique names: one selector a side"
         );
         let times: Vec<u32> = requests.iter().map(|r| r.window_seconds).collect();
         assert_eq!(

@@ -122,15 +122,23 @@ pub fn http_send(port: u16, method: &str, path: &str, body: &Value) -> Option<(u
 
 /// GET `path` on 127.0.0.1:`port`: (status code, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_as(port, path, None)
+}
+
+/// `GET path` with an `Authorization` header when given: (status code, body).
+pub fn http_get_as(port: u16, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(1),
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n"
     )
     .ok()?;
     let mut out = String::new();

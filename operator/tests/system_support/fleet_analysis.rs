@@ -6,8 +6,6 @@
 //! slowly); traffic threads send tool calls through them.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +17,7 @@ use lumenore_e2e::fake_backend::{FakeConfig, FakeLumenore};
 use serde_json::Value;
 
 use super::checker::deployment_image;
-use super::cluster::{NEW, free_port, must};
+use super::cluster::{NEW, free_port, http_get_as, must};
 use super::connectors::tool_call;
 use crate::common::fake_api::FakeApi;
 
@@ -52,24 +50,9 @@ fn basic_auth() -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{PROM_USER}:{PROM_PASSWORD}"))
 }
 
-/// GET `path` with basic auth: (status, body). HTTP/1.0, so the body is never chunked.
+/// GET `path` with basic auth: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\n\r\n",
-        basic_auth()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    http_get_as(port, path, Some(&format!("Basic {}", basic_auth())))
 }
 
 impl Prometheus {

@@ -25,8 +25,21 @@ pub struct AnalysisRequest {
     pub wave: String,
     pub wave_tenants: Vec<TenantSeries>,
     pub baseline_tenants: Vec<TenantSeries>,
+    /// Each side may be selected by its namespace and tenant sets ([`query::exact_by_sets`]).
+    pub wave_by_sets: bool,
+    pub baseline_by_sets: bool,
     /// Seconds of bake so far: the range of every query.
     pub window_seconds: u32,
+}
+
+impl AnalysisRequest {
+    /// The wave, then the baseline, each with how it may be selected.
+    pub fn sides(&self) -> [(&[TenantSeries], bool); 2] {
+        [
+            (&self.wave_tenants, self.wave_by_sets),
+            (&self.baseline_tenants, self.baseline_by_sets),
+        ]
+    }
 }
 
 /// What one analysis measured: each check's figures, or why the query API gave none.
@@ -44,12 +57,12 @@ pub fn queries(spec: &Analysis, req: &AnalysisRequest) -> Result<Vec<String>, St
     let fixed = &spec.prometheus.labels;
     let w = req.window_seconds.max(1);
     let mut out = Vec::new();
-    for side in [&req.wave_tenants, &req.baseline_tenants] {
+    for side in req.sides() {
         out.extend(query::calls_by_outcome(fixed, side, w));
     }
     if spec.latency.enabled {
         for q in &spec.latency.quantiles {
-            for side in [&req.wave_tenants, &req.baseline_tenants] {
+            for side in req.sides() {
                 out.extend(query::latency_quantile(fixed, side, w, *q));
             }
         }
@@ -94,7 +107,8 @@ async fn measure(
     let api = prometheus::QueryApi::connect(&spec.prometheus, secrets).await?;
     let fixed = &spec.prometheus.labels;
     let w = req.window_seconds.max(1);
-    let calls_of = |side: &[TenantSeries]| {
+    let [wave_side, baseline_side] = req.sides();
+    let calls_of = |side: (&[TenantSeries], bool)| {
         let q = query::calls_by_outcome(fixed, side, w);
         let api = &api;
         async move {
@@ -110,7 +124,7 @@ async fn measure(
             }
         }
     };
-    let (wave, baseline) = futures::join!(calls_of(&req.wave_tenants), calls_of(&req.baseline_tenants));
+    let (wave, baseline) = futures::join!(calls_of(wave_side), calls_of(baseline_side));
     let (wave, baseline) = (wave?, baseline?);
 
     let mut checks = Vec::new();
@@ -126,7 +140,7 @@ async fn measure(
         let asks = spec.latency.quantiles.iter().map(|q| {
             let api = &api;
             async move {
-                let ask = |side: &[TenantSeries]| {
+                let ask = |side: (&[TenantSeries], bool)| {
                     let q = query::latency_quantile(fixed, side, w, *q);
                     async move {
                         match q {
@@ -135,7 +149,7 @@ async fn measure(
                         }
                     }
                 };
-                let (a, b) = futures::join!(ask(&req.wave_tenants), ask(&req.baseline_tenants));
+                let (a, b) = futures::join!(ask(wave_side), ask(baseline_side));
                 Ok::<_, String>((*q, a?, b?))
             }
         });
@@ -196,6 +210,8 @@ mod tests {
             wave: "canary".into(),
             wave_tenants: side(&[("team-a", "acme"), ("team-b", "globex"), ("team-a", "a.b")]),
             baseline_tenants: side(&[("team-c", "initech")]),
+            wave_by_sets: false,
+            baseline_by_sets: true,
             window_seconds: 300,
         };
         let qs = queries(&spec, &req).unwrap();

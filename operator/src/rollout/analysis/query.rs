@@ -69,29 +69,63 @@ fn selectors(
     extra: &str,
     fixed: &BTreeMap<String, String>,
     side: &[TenantSeries],
+    by_sets: bool,
 ) -> Vec<String> {
-    let mut by_ns: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for t in side {
-        by_ns.entry(&t.namespace).or_default().push(&t.tenant);
-    }
     let fixed: String = fixed
         .iter()
         .map(|(k, v)| format!(",{k}=\"{}\"", promql_string(v)))
         .collect();
+    let matcher = |label: &str, values: &[&str]| {
+        if values.len() == 1 {
+            format!("{label}=\"{}\"", promql_string(values[0]))
+        } else {
+            format!("{label}=~\"{}\"", alternation(values.iter().copied()))
+        }
+    };
+    if by_sets {
+        let mut namespaces: Vec<&str> = side.iter().map(|t| t.namespace.as_str()).collect();
+        let mut tenants: Vec<&str> = side.iter().map(|t| t.tenant.as_str()).collect();
+        for v in [&mut namespaces, &mut tenants] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        return vec![format!(
+            "{metric}{{{extra}{},{}{fixed}}}",
+            matcher("namespace", &namespaces),
+            matcher("tenant", &tenants)
+        )];
+    }
+    let mut by_ns: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in side {
+        by_ns.entry(&t.namespace).or_default().push(&t.tenant);
+    }
     by_ns
         .into_iter()
         .map(|(ns, names)| {
-            let tenant = if names.len() == 1 {
-                format!("tenant=\"{}\"", promql_string(names[0]))
-            } else {
-                format!("tenant=~\"{}\"", alternation(names))
-            };
             format!(
-                "{metric}{{{extra}namespace=\"{}\",{tenant}{fixed}}}",
-                promql_string(ns)
+                "{metric}{{{extra}{},{}{fixed}}}",
+                matcher("namespace", &[ns]),
+                matcher("tenant", &names)
             )
         })
         .collect()
+}
+
+/// Whether the side's namespaces x tenant labels hold no tenant of `fleet` (every LumenoreConnector
+/// the operator sees, as (namespace, tenant label)) outside the side: then one selector with a
+/// namespace and a tenant alternation selects the side exactly, instead of one selector per
+/// namespace (a fleet of one tenant per namespace would need thousands, joined by `or`).
+pub fn exact_by_sets<'a>(side: &[TenantSeries], fleet: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    use std::collections::BTreeSet;
+    let pairs: BTreeSet<(&str, &str)> = side
+        .iter()
+        .map(|t| (t.namespace.as_str(), t.tenant.as_str()))
+        .collect();
+    let namespaces: BTreeSet<&str> = pairs.iter().map(|p| p.0).collect();
+    let tenants: BTreeSet<&str> = pairs.iter().map(|p| p.1).collect();
+    fleet
+        .into_iter()
+        .all(|(ns, t)| !(namespaces.contains(ns) && tenants.contains(t)) || pairs.contains(&(ns, t)))
 }
 
 /// `increase(<selector>[<window>s])` for each namespace of the side, joined by `or`.
@@ -99,10 +133,10 @@ fn increases(
     metric: &str,
     extra: &str,
     fixed: &BTreeMap<String, String>,
-    side: &[TenantSeries],
+    (side, by_sets): (&[TenantSeries], bool),
     window: u32,
 ) -> String {
-    let terms: Vec<String> = selectors(metric, extra, fixed, side)
+    let terms: Vec<String> = selectors(metric, extra, fixed, side, by_sets)
         .into_iter()
         .map(|s| format!("increase({s}[{window}s])"))
         .collect();
@@ -130,18 +164,24 @@ fn balanced_or(terms: &[String]) -> String {
 }
 
 /// Tool calls of a side over the window, by outcome. `None` for a side without tenants.
+/// `by_sets`: see [`exact_by_sets`].
 pub fn calls_by_outcome(
     fixed: &BTreeMap<String, String>,
-    side: &[TenantSeries],
+    (side, by_sets): (&[TenantSeries], bool),
     window: u32,
 ) -> Option<String> {
-    (!side.is_empty()).then(|| format!("sum by (outcome) ({})", increases(CALLS, "", fixed, side, window)))
+    (!side.is_empty()).then(|| {
+        format!(
+            "sum by (outcome) ({})",
+            increases(CALLS, "", fixed, (side, by_sets), window)
+        )
+    })
 }
 
 /// A latency quantile of a side over the window. `None` for a side without tenants.
 pub fn latency_quantile(
     fixed: &BTreeMap<String, String>,
-    side: &[TenantSeries],
+    (side, by_sets): (&[TenantSeries], bool),
     window: u32,
     q: Quantile,
 ) -> Option<String> {
@@ -149,7 +189,7 @@ pub fn latency_quantile(
         format!(
             "histogram_quantile({}, sum by (le) ({}))",
             q.value(),
-            increases(LATENCY_BUCKET, "", fixed, side, window)
+            increases(LATENCY_BUCKET, "", fixed, (side, by_sets), window)
         )
     })
 }
@@ -249,13 +289,32 @@ mod tests {
     #[test]
     fn selectors_are_exact_pairs_one_per_namespace() {
         let side = [t("a", "x"), t("b", "y"), t("a", "z")];
-        let q = calls_by_outcome(&BTreeMap::new(), &side, 120).unwrap();
+        let q = calls_by_outcome(&BTreeMap::new(), (&side, false), 120).unwrap();
         assert_eq!(
             q,
             "sum by (outcome) (increase(lumenore_connector_tool_calls_total{namespace=\"a\",tenant=~\"x|z\"}[120s]) or increase(lumenore_connector_tool_calls_total{namespace=\"b\",tenant=\"y\"}[120s]))"
         );
         parse(&q).unwrap();
-        assert!(calls_by_outcome(&BTreeMap::new(), &[], 60).is_none());
+        assert!(calls_by_outcome(&BTreeMap::new(), (&[], false), 60).is_none());
+    }
+
+    #[test]
+    fn one_selector_when_the_sets_select_no_other_tenant() {
+        // One tenant per namespace, names unique: the rectangle holds only the side.
+        let side = [t("ns-1", "a"), t("ns-2", "b")];
+        let fleet = [("ns-1", "a"), ("ns-2", "b"), ("ns-3", "c")];
+        assert!(exact_by_sets(&side, fleet));
+        let q = calls_by_outcome(&BTreeMap::new(), (&side, true), 60).unwrap();
+        assert_eq!(
+            q,
+            r#"sum by (outcome) (increase(lumenore_connector_tool_calls_total{namespace=~"ns\\-1|ns\\-2",tenant=~"a|b"}[60s]))"#
+        );
+        parse(&q).unwrap();
+        // ns-1/b exists and is not in the side: the sets would match it.
+        assert!(!exact_by_sets(
+            &side,
+            [("ns-1", "a"), ("ns-2", "b"), ("ns-1", "b")]
+        ));
     }
 
     #[test]
@@ -263,7 +322,7 @@ mod tests {
         let terms: Vec<String> = (0..5).map(|i| format!("x{i}")).collect();
         assert_eq!(balanced_or(&terms), "(x0 or x1) or (x2 or (x3 or x4))");
         let side: Vec<TenantSeries> = (0..10_000).map(|i| t(&format!("ns-{i:05}"), "acme")).collect();
-        let q = calls_by_outcome(&BTreeMap::new(), &side, 300).unwrap();
+        let q = calls_by_outcome(&BTreeMap::new(), (&side, false), 300).unwrap();
         let depth = q
             .chars()
             .scan(0i32, |d, c| {
@@ -288,13 +347,17 @@ mod tests {
         let mut fixed = BTreeMap::new();
         fixed.insert("cluster".to_string(), "eu\"1".to_string());
         for q in [
-            calls_by_outcome(&fixed, &side, 60).unwrap(),
-            latency_quantile(&fixed, &side, 60, Quantile::P99).unwrap(),
+            calls_by_outcome(&fixed, (&side, false), 60).unwrap(),
+            latency_quantile(&fixed, (&side, false), 60, Quantile::P99).unwrap(),
         ] {
             parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
             assert!(q.contains(r#"namespace="a\"}or vector(1)#""#), "{q}");
             assert!(q.contains(r#"cluster="eu\"1""#), "{q}");
         }
+        // Selected by sets, the same values go through the regex escape too.
+        let q = calls_by_outcome(&fixed, (&side, true), 60).unwrap();
+        parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert!(q.contains(r#"namespace=~"a\"\\}or vector\\(1\\)\\#|b""#), "{q}");
         assert_eq!(alternation(["x.*|y", "b"]), r"b|x\\.\\*\\|y");
     }
 
