@@ -231,17 +231,7 @@ impl OtlpProtocol {
     }
 }
 
-/// One key of a Secret in the resource's namespace.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key in the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
-}
+pub use super::secret_ref::SecretKeyRef;
 
 fn default_server_url() -> String {
     "https://preview.lumenore.com".to_string()

@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use super::connector::SecretKeyRef;
+pub use super::secret_ref::SecretKeyRef;
 
 /// A staged upgrade of every LumenoreConnector that does not pin its own `spec.image`.
 #[allow(clippy::duplicated_attributes)]
